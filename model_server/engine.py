@@ -1,0 +1,192 @@
+"""Loads the local models and runs them: chat generation (whole or streamed) and embeddings.
+
+Generation runs in a worker thread so the event loop keeps serving health checks and streams. One
+request generates at a time per model: on a CPU, two generations at once only share the same cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AsyncTextIteratorStreamer,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from model_server import metrics
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+class ChatModel:
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self.model.eval()
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self._lock = asyncio.Lock()
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> torch.Tensor:
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return encoded["input_ids"]
+
+    def _generate_kwargs(self, input_ids: torch.Tensor, sampling: Sampling) -> dict:
+        room = self.context_length - input_ids.shape[1]
+        if room <= 0:
+            raise PromptTooLong(input_ids.shape[1], self.context_length)
+        kwargs: dict = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": min(sampling.max_tokens, room),
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
+        if sampling.temperature <= 0:
+            # Greedy: temperature 0 must give the same text as a plain greedy `generate`.
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def _finish(self, input_ids: torch.Tensor, output: torch.Tensor, sampling: Sampling) -> Generation:
+        new_tokens = output[0, input_ids.shape[1] :]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        text, stopped_by_string = _cut_at_stop(text, sampling.stop)
+        ended_on_eos = len(new_tokens) > 0 and int(new_tokens[-1]) == self.tokenizer.eos_token_id
+        hit_length = len(new_tokens) >= sampling.max_tokens and not (ended_on_eos or stopped_by_string)
+        return Generation(
+            text=text,
+            prompt_tokens=int(input_ids.shape[1]),
+            completion_tokens=len(new_tokens),
+            finish_reason="length" if hit_length else "stop",
+        )
+
+    def _run(self, kwargs: dict, seed: int | None) -> torch.Tensor:
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode():
+            return self.model.generate(**kwargs)
+
+    async def generate(self, messages: list[dict[str, str]], sampling: Sampling) -> Generation:
+        input_ids = self.encode_chat(messages)
+        kwargs = self._generate_kwargs(input_ids, sampling)
+        async with self._lock:
+            started = time.perf_counter()
+            output = await asyncio.to_thread(self._run, kwargs, sampling.seed)
+        result = self._finish(input_ids, output, sampling)
+        metrics.observe_generation(self.name, time.perf_counter() - started, result)
+        return result
+
+    async def stream(
+        self, messages: list[dict[str, str]], sampling: Sampling
+    ) -> AsyncIterator[str | Generation]:
+        """Yields text pieces as the model produces them, then the finished Generation."""
+        input_ids = self.encode_chat(messages)
+        kwargs = self._generate_kwargs(input_ids, sampling)
+        streamer = AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        async with self._lock:
+            started = time.perf_counter()
+            outcome: dict[str, torch.Tensor | BaseException] = {}
+
+            def run() -> None:
+                try:
+                    outcome["output"] = self._run({**kwargs, "streamer": streamer}, sampling.seed)
+                except BaseException as exc:  # surfaces in the stream instead of dying in a thread
+                    outcome["error"] = exc
+                    streamer.end()
+
+            cancelled = threading.Event()
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_WhenSet(cancelled)])
+            thread = threading.Thread(target=run, name="generate-stream", daemon=True)
+            thread.start()
+            try:
+                sent = ""
+                async for piece in streamer:
+                    if not piece:
+                        continue
+                    visible, stopped = _cut_at_stop(sent + piece, sampling.stop)
+                    if len(visible) > len(sent):
+                        yield visible[len(sent) :]
+                        sent = visible
+                    if stopped:
+                        break
+                await asyncio.to_thread(thread.join)
+            finally:
+                # A client that went away stops the generation at the next token, so the lock is
+                # released only when the model is really free.
+                if thread.is_alive():
+                    cancelled.set()
+                    thread.join()
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        result = self._finish(input_ids, outcome["output"], sampling)  # type: ignore[arg-type]
+        metrics.observe_generation(self.name, time.perf_counter() - started, result)
+        yield result
+
+
+class EmbeddingModel:
+    def __init__(self, name: str, path: Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.model = SentenceTransformer(str(path), device="cpu")
+        self.dimensions = int(self.model.get_embedding_dimension())
+        self._lock = asyncio.Lock()
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(len(ids) for ids in self.model.tokenizer(texts, truncation=True)["input_ids"])
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        async with self._lock:
+            vectors = await asyncio.to_thread(
+                self.model.encode, texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
+            )
+        return vectors.tolist()
+
+
+class _WhenSet(StoppingCriteria):
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+class PromptTooLong(ValueError):
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"the prompt has {prompt_tokens} tokens; this model's context holds {context_length}"
+        )
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,149 @@
+"""One session fixture starts the real local stack on free ports: the Temporal dev server, the model
+server on the small offline model, a worker and the API, each its own process as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from assistant.stack import Stack, stack_parts, temporal_dev_server_command
+from core.settings import PROJECT_ROOT, Settings
+from workers.main import connect
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a part is missing on a developer's machine; in CI (CI=true) the part must be there."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the project's own files must install and start it)")
+    pytest.skip(reason)
+
+
+def stack_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a stack on free ports whose state lives in var_dir."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("API_", "MODEL_SERVER_", "TEMPORAL_", "WORKER_", "DATABASE_", "VAULT_"))
+    }
+    env.update(
+        VAR_DIR=str(var_dir),
+        API_PORT=str(free_port()),
+        MODEL_SERVER_PORT=str(free_port()),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        TEMPORAL_UI_PORT=str(free_port()),
+        WORKER_METRICS_PORT=str(free_port()),
+        ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LOG_LEVEL="INFO",
+        **extra,
+    )
+    return env
+
+
+def settings_for(env: dict[str, str]) -> Settings:
+    keys = ("VAR_DIR", "API_PORT", "MODEL_SERVER_PORT", "TEMPORAL_ADDRESS", "TEMPORAL_UI_PORT",
+            "WORKER_METRICS_PORT", "ADMIN_PASSWORD", "MODEL_SERVER_URL", "DATABASE_URL", "JWT_SECRET")  # fmt: skip
+    return Settings(_env_file=None, **{k.lower(): env[k] for k in keys if k in env})
+
+
+@dataclass
+class RunningStack:
+    settings: Settings
+    env: dict[str, str]
+    stack: Stack
+    logs: Path
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs.glob("*.log"))
+
+
+def start_stack(var_dir: Path, env: dict[str, str], *, with_model_server: bool = True) -> RunningStack:
+    settings = settings_for(env)
+    subprocess.run([sys.executable, "-m", "assistant", "db", "upgrade"], env=env, check=True, cwd=PROJECT_ROOT)
+    parts = stack_parts(settings)
+    # Tests keep Temporal's state in memory: faster, and nothing to clean up.
+    parts[0].command = temporal_dev_server_command(settings, db_file=None) + ["--headless"]
+    if not with_model_server:
+        parts = [p for p in parts if p.name != "model-server"]
+    logs = var_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(parts, env=env, log_dir=logs)
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop()
+        raise
+    return RunningStack(settings, env, stack, logs)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    var_dir = tmp_path_factory.mktemp("var")
+    running = start_stack(var_dir, stack_env(var_dir))
+    yield running
+    running.stack.stop()
+
+
+@pytest.fixture(scope="session")
+async def temporal(stack: RunningStack) -> Client:
+    return await connect(stack.settings)
+
+
+@pytest.fixture(scope="session")
+async def api(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=120) as client:
+        yield client
+
+
+async def login(api: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    response = await api.post("/auth/login", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture(scope="session")
+async def admin_headers(api: httpx.AsyncClient) -> dict[str, str]:
+    return await login(api, "admin", ADMIN_PASSWORD)
+
+
+_user_counter = iter(range(1, 1_000_000))
+
+
+async def new_user(api: httpx.AsyncClient, admin_headers: dict[str, str], role: str = "user") -> tuple[dict, str]:
+    """Registers a fresh user through the API; returns its auth headers and its username."""
+    username = f"user{next(_user_counter)}-{os.getpid()}"
+    password = f"{username}-password"
+    response = await api.post(
+        "/auth/register", json={"username": username, "password": password, "role": role}, headers=admin_headers
+    )
+    assert response.status_code == 201, response.text
+    return await login(api, username, password), username
+
+
+@pytest.fixture
+async def user_headers(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> dict[str, str]:
+    headers, _ = await new_user(api, admin_headers)
+    return headers

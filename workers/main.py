@@ -1,0 +1,58 @@
+"""Worker processes: which task queue hosts which workflows and activities.
+
+Start more of them (`assistant worker`) to serve more load; Temporal spreads the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from activities.generation import GenerationActivities
+from core.settings import Settings
+from workflows.chat import ChatWorkflow
+
+log = logging.getLogger(__name__)
+
+WORKFLOWS = [ChatWorkflow]
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+    )
+
+
+def build_worker(client: Client, settings: Settings) -> Worker:
+    generation = GenerationActivities(settings)
+    return Worker(
+        client, task_queue=settings.task_queue, workflows=WORKFLOWS, activities=[generation.generate]
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    # The SDK serves its own metrics (task latencies, polls, activity results) and ours on one port.
+    runtime = Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=f"127.0.0.1:{settings.worker_metrics_port}")
+        )
+    )
+    client = await connect(settings, runtime)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping")
