@@ -108,7 +108,9 @@ def stack_parts(settings: Settings) -> list[Part]:
 
 
 class Stack:
-    def __init__(self, parts: list[Part], env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, parts: list[Part], env: dict[str, str] | None = None, log_dir: Path | None = None
+    ) -> None:
         self.parts = parts
         self.env = env
         self.log_dir = log_dir  # None: children write to this process's terminal

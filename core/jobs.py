@@ -12,7 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, FailureError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
@@ -111,21 +117,22 @@ def _not_picked_up(description: WorkflowExecutionDescription) -> bool:
 async def _failure(handle: WorkflowHandle) -> JobError:
     try:
         await handle.result()
-    except FailureError as exc:
+    except WorkflowFailureError as exc:
         return failure_to_error(exc)
-    except Exception as exc:
-        return JobError(code="job_failed", message=str(exc))
     return JobError(code="job_failed", message="the job failed")
 
 
 def failure_to_error(exc: BaseException) -> JobError:
-    """The innermost cause of a workflow failure, which is the one a user can act on."""
-    cause: BaseException = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    if isinstance(cause, ApplicationError) and cause.type == "ProviderError":
-        return JobError(code="provider_error", message=cause.message)
-    if isinstance(cause, TimeoutError):
-        return JobError(code="step_timeout", message=f"a step of the job timed out ({cause.type.name})")
-    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    """The first application error in a workflow failure's cause chain: the one a user can act on."""
+    chain: list[BaseException] = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    for cause in chain:
+        if isinstance(cause, ApplicationError):
+            code = "provider_error" if cause.type == "ProviderError" else "job_failed"
+            return JobError(code=code, message=cause.message or "the job failed")
+        if isinstance(cause, TimeoutError):
+            return JobError(code="step_timeout", message=f"a step of the job timed out ({cause.type.name})")
+    innermost = chain[-1]
+    message = innermost.message if isinstance(innermost, FailureError) else str(innermost)
     return JobError(code="job_failed", message=message or "the job failed")

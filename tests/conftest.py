@@ -82,7 +82,9 @@ class RunningStack:
 
 def start_stack(var_dir: Path, env: dict[str, str], *, with_model_server: bool = True) -> RunningStack:
     settings = settings_for(env)
-    subprocess.run([sys.executable, "-m", "assistant", "db", "upgrade"], env=env, check=True, cwd=PROJECT_ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "assistant", "db", "upgrade"], env=env, check=True, cwd=PROJECT_ROOT
+    )
     parts = stack_parts(settings)
     # Tests keep Temporal's state in memory: faster, and nothing to clean up.
     parts[0].command = temporal_dev_server_command(settings, db_file=None) + ["--headless"]
@@ -132,12 +134,16 @@ async def admin_headers(api: httpx.AsyncClient) -> dict[str, str]:
 _user_counter = iter(range(1, 1_000_000))
 
 
-async def new_user(api: httpx.AsyncClient, admin_headers: dict[str, str], role: str = "user") -> tuple[dict, str]:
+async def new_user(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], role: str = "user"
+) -> tuple[dict, str]:
     """Registers a fresh user through the API; returns its auth headers and its username."""
     username = f"user{next(_user_counter)}-{os.getpid()}"
     password = f"{username}-password"
     response = await api.post(
-        "/auth/register", json={"username": username, "password": password, "role": role}, headers=admin_headers
+        "/auth/register",
+        json={"username": username, "password": password, "role": role},
+        headers=admin_headers,
     )
     assert response.status_code == 201, response.text
     return await login(api, username, password), username

@@ -22,7 +22,10 @@ def direct_greedy_text(stack: RunningStack) -> str:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     inputs = tokenizer.apply_chat_template(
-        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": PROMPT}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
@@ -44,11 +47,15 @@ async def test_chat_at_temperature_zero_returns_the_models_own_greedy_text(
     assert body["model"] == "SmolLM2-135M-Instruct"
     assert body["job_id"].startswith("chat-")
     assert body["usage"]["completion_tokens"] > 0
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
     assert body["latency_ms"] > 0
 
 
-async def test_async_job_completes_and_is_hidden_from_other_users(api: httpx.AsyncClient, admin_headers: dict) -> None:
+async def test_async_job_completes_and_is_hidden_from_other_users(
+    api: httpx.AsyncClient, admin_headers: dict
+) -> None:
     owner, _ = await new_user(api, admin_headers)
     stranger, _ = await new_user(api, admin_headers)
     response = await api.post("/chat/async", json={"prompt": "Say hello.", "max_tokens": 16}, headers=owner)
@@ -83,7 +90,9 @@ async def test_docs_and_openapi_are_served(api: httpx.AsyncClient) -> None:
         assert path in spec["paths"], path
     # Swagger's Authorize button: an OAuth2 password flow pointing at our login route.
     schemes = spec["components"]["securitySchemes"]
-    assert any(s.get("flows", {}).get("password", {}).get("tokenUrl") == "/auth/login" for s in schemes.values())
+    assert any(
+        s.get("flows", {}).get("password", {}).get("tokenUrl") == "/auth/login" for s in schemes.values()
+    )
 
 
 async def test_health_reports_every_part_ready(api: httpx.AsyncClient) -> None:

@@ -1,0 +1,126 @@
+"""POST /chat/ and /chat/async: validation, waiting, and jobs that fail with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from core.jobs import start_job
+from core.schemas import ChatInput
+from tests.conftest import RunningStack, free_port
+from workers.main import build_worker
+from workflows.chat import ChatWorkflow
+
+
+async def wait_for_job(api: httpx.AsyncClient, job_id: str, headers: dict, timeout_s: float = 120) -> dict:
+    for _ in range(int(timeout_s * 10)):
+        job = (await api.get(f"/inference/{job_id}", headers=headers)).json()
+        if job.get("status") not in ("pending", "running"):
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job}")
+
+
+async def activity_attempts(temporal: Client, job_id: str) -> list[int]:
+    history = await temporal.get_workflow_handle(job_id).fetch_history()
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+
+
+async def test_invalid_parameters_get_422_naming_the_field(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    cases = {
+        "temperature": {"prompt": "hi", "temperature": 2.5},
+        "top_p": {"prompt": "hi", "top_p": 0},
+        "max_tokens": {"prompt": "hi", "max_tokens": 0},
+        "prompt": {"prompt": ""},
+        "provider": {"prompt": "hi", "provider": "no-such-provider"},
+        "timeout_s": {"prompt": "hi", "timeout_s": -1},
+    }
+    for field, body in cases.items():
+        for path in ("/chat/", "/chat/async"):
+            response = await api.post(path, json=body, headers=user_headers)
+            assert response.status_code == 422, (path, field, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "invalid_request"
+            assert field in error["message"]
+            assert any(d["field"] == f"body.{field}" for d in error["details"])
+    not_json = await api.post(
+        "/chat/", content=b"prompt=hi", headers={**user_headers, "content-type": "text/plain"}
+    )
+    assert not_json.status_code == 422
+
+
+async def test_chat_past_wait_s_answers_202_and_the_job_still_completes(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    response = await api.post("/chat/", json={"prompt": "Count to five.", "max_tokens": 24, "wait_s": 0},
+                              headers=user_headers)  # fmt: skip
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert response.headers["location"] == f"/inference/{job_id}" == response.json()["status_url"]
+    job = await wait_for_job(api, job_id, user_headers)
+    assert job["status"] == "completed"
+    assert job["result"]["text"]
+
+
+async def test_a_provider_refusal_fails_the_job_at_once_with_its_reason(
+    api: httpx.AsyncClient, user_headers: dict, temporal: Client
+) -> None:
+    response = await api.post("/chat/", json={"prompt": "hi", "model": "no-such-model"}, headers=user_headers)
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "provider_error"
+    assert "no-such-model" in error["message"] and "does not exist" in error["message"]
+    job_id = error["details"]["job_id"]
+    job = await wait_for_job(api, job_id, user_headers)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "provider_error"
+    assert "does not exist" in job["error"]["message"]
+    # A 4xx from the provider is not retried: one attempt in the history.
+    assert await activity_attempts(temporal, job_id) == [1]
+
+
+async def test_a_provider_that_is_down_fails_the_job_after_bounded_retries(
+    api: httpx.AsyncClient, user_headers: dict, temporal: Client, stack: RunningStack
+) -> None:
+    # A worker of its own whose model server address has nothing listening.
+    queue = f"provider-down-{uuid.uuid4().hex}"
+    settings = stack.settings.model_copy(
+        update={"task_queue": queue, "model_server_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    me = (await api.get("/auth/me", headers=user_headers)).json()
+    async with build_worker(temporal, settings):
+        handle = await start_job(
+            temporal,
+            ChatWorkflow.run,
+            ChatInput(prompt="hello"),
+            kind="chat",
+            owner=me["id"],
+            task_queue=queue,
+            timeout_s=300,
+        )
+        job = await wait_for_job(api, handle.id, user_headers, timeout_s=60)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "provider_error"
+    assert "cannot connect" in job["error"]["message"]
+    # Temporal records the last attempt's start: the fourth, then no more.
+    assert await activity_attempts(temporal, handle.id) == [4]
+
+
+async def test_a_job_past_its_timeout_ends_failed_not_hung(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    body = {"prompt": "Write a long essay about rivers.", "max_tokens": 150, "timeout_s": 0.5}
+    response = await api.post("/chat/async", json=body, headers=user_headers)
+    job = await wait_for_job(api, response.json()["job_id"], user_headers)
+    assert job["status"] == "failed"
+    assert job["error"] == {"code": "job_timeout", "message": "the job did not finish within its timeout_s"}
