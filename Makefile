@@ -7,8 +7,8 @@ MODELS := models/.prepared
 
 .PHONY: run test bench lint install models clean
 
+# `assistant run` applies migrations, then starts Temporal, the model server, a worker and the API.
 run: $(INSTALLED) $(MODELS)
-	$(BIN)/assistant db upgrade
 	exec $(BIN)/assistant run
 
 test: $(INSTALLED) $(MODELS)

@@ -21,6 +21,7 @@ def _settings() -> Settings:
 def cmd_run(_: argparse.Namespace) -> int:
     from assistant.stack import run_stack
 
+    cmd_db_upgrade(argparse.Namespace(revision="head"))
     return run_stack(_settings())
 
 
