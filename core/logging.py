@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from collections.abc import Iterable
 
 MASK = "**********"
@@ -17,22 +18,48 @@ MASK = "**********"
 class SecretMaskingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
+        self._secrets: list[str] = []
+        self.add(*secrets, *_late_secrets)
+        _filters.add(self)
+
+    def add(self, *secrets: str) -> None:
         # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        known = set(self._secrets) | {s for s in secrets if len(s) >= 4}
+        self._secrets = sorted(known, key=len, reverse=True)
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Left to the handler, a bad format string makes logging print the raw arguments to stderr.
+            message = f"{record.msg} (arguments that do not fit the message: {record.args!r})"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        masked, exc_text = message, record.exc_text
-        for secret in self._secrets:
-            masked = masked.replace(secret, MASK)
-            if exc_text:
-                exc_text = exc_text.replace(secret, MASK)
-        record.msg, record.args, record.exc_text = masked, None, exc_text
+        record.msg, record.args = self._mask(message), None
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._mask(record.stack_info)
         return True
+
+
+# Secrets that appear after logging is configured (one generated on first use) join every filter.
+_filters: weakref.WeakSet[SecretMaskingFilter] = weakref.WeakSet()
+_late_secrets: set[str] = set()
+
+
+def mask_secret(secret: str) -> None:
+    """Masks this value from now on in every filter, including ones configured later."""
+    _late_secrets.add(secret)
+    for masking_filter in list(_filters):
+        masking_filter.add(secret)
 
 
 def configure_logging(level: str, secrets: Iterable[str], stream=None) -> None:

@@ -1,18 +1,17 @@
 """Vault (KV v2) as the highest-priority settings source.
 
-Switched on by `VAULT_ADDR` (with `VAULT_TOKEN`) in the environment or `.env`. The secret at
-`VAULT_MOUNT`/`VAULT_PATH` holds keys named like the settings (`jwt_secret` or `JWT_SECRET`); each one
-present overrides every other source. An unreachable Vault is an error at start, never a silent
-fallback to weaker secrets.
+Switched on by `VAULT_ADDR` (with `VAULT_TOKEN`) in the environment, `.env` or Settings' arguments.
+The secret at `VAULT_MOUNT`/`VAULT_PATH` holds keys named like the settings (`jwt_secret` or
+`JWT_SECRET`); each one present overrides every other source. An unreachable Vault is an error at
+start, never a silent fallback to weaker secrets.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import hvac
-from dotenv import dotenv_values
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -21,11 +20,19 @@ class VaultUnavailable(RuntimeError):
     pass
 
 
-def _vault_config() -> dict[str, str]:
-    """Vault's own coordinates come from the environment or `.env`, never from Vault itself."""
-    names = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_MOUNT", "VAULT_PATH")
-    from_file = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
-    return {name: os.environ.get(name) or from_file.get(name, "") for name in names}
+_COORDINATES = ("vault_addr", "vault_token", "vault_mount", "vault_path")
+
+
+def _vault_config(*sources: PydanticBaseSettingsSource) -> dict[str, str]:
+    """Vault's own coordinates, from the first of the given sources that has each; never from Vault."""
+    config = dict.fromkeys(_COORDINATES, "")
+    for source in reversed(sources):
+        values = source()
+        for name in _COORDINATES:
+            value = values.get(name)
+            if value:
+                config[name] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return config
 
 
 def read_vault_secrets(addr: str, token: str, mount: str, path: str) -> dict[str, Any]:
@@ -42,16 +49,20 @@ def read_vault_secrets(addr: str, token: str, mount: str, path: str) -> dict[str
 
 
 class VaultSettingsSource(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+    def __init__(
+        self, settings_cls: type[BaseSettings], *coordinate_sources: PydanticBaseSettingsSource
+    ) -> None:
+        """`coordinate_sources`, highest priority first, say where Vault is (arguments, environment,
+        `.env`), so `Settings(_env_file=None)` means for Vault what it means for every other setting."""
         super().__init__(settings_cls)
-        config = _vault_config()
+        config = _vault_config(*coordinate_sources)
         self._values: dict[str, Any] = {}
-        if config["VAULT_ADDR"]:
+        if config["vault_addr"]:
             raw = read_vault_secrets(
-                config["VAULT_ADDR"],
-                config["VAULT_TOKEN"],
-                config["VAULT_MOUNT"] or "secret",
-                config["VAULT_PATH"] or "ai-assistant",
+                config["vault_addr"],
+                config["vault_token"],
+                config["vault_mount"] or "secret",
+                config["vault_path"] or "ai-assistant",
             )
             self._values = {key.lower(): value for key, value in raw.items()}
 

@@ -6,13 +6,19 @@ is set, secrets stored in Vault (KV v2) override every other source (see core/se
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.logging import mask_secret
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
 
         # First source wins: Vault overrides everything else when it is configured.
         return (
-            VaultSettingsSource(settings_cls),
+            VaultSettingsSource(settings_cls, init_settings, env_settings, dotenv_settings),
             init_settings,
             env_settings,
             dotenv_settings,
@@ -106,23 +112,51 @@ class Settings(BaseSettings):
             return configured.get_secret_value()
         path = self.var_dir / field
         if not path.exists():
-            self.var_dir.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32))
-        return path.read_text().strip()
+            _create_secret_file(path, secrets.token_urlsafe(32))
+        value = path.read_text().strip()
+        if not value:
+            raise RuntimeError(f"{path} is empty: delete it to generate a new {field} or set {field.upper()}")
+        mask_secret(value)
+        return value
 
     def all_secret_values(self) -> list[str]:
         """Every secret value currently configured: the log filter masks these."""
         values = []
-        for name in type(self).model_fields:
+        for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if isinstance(value, SecretStr) and value.get_secret_value():
+            # A default written in this file (the local model server's key) is public, and masking a
+            # common word like "local" would garble every log line that contains it.
+            if isinstance(value, SecretStr) and value.get_secret_value() and value != field.default:
                 values.append(value.get_secret_value())
+        try:
+            password = make_url(self.database_url).password
+        except ArgumentError:  # not a URL: the engine will say so; here there is nothing to mask
+            password = None
+        if password:
+            values.append(str(password))
         for generated in ("jwt_secret", "admin_password"):
             path = self.var_dir / generated
             if path.exists():
                 values.append(path.read_text().strip())
         return values
+
+
+def _create_secret_file(path: Path, value: str) -> None:
+    """Writes the file whole or not at all; when processes race, the first one's value wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file with mode 0600 whatever the umask, so the secret is never readable by others.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(value)
+            file.flush()
+            os.fsync(file.fileno())
+        # link, unlike rename, refuses to replace a file another process created meanwhile.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 @lru_cache

@@ -61,7 +61,8 @@ def stack_env(var_dir: Path, **extra: str) -> dict[str, str]:
 
 def settings_for(env: dict[str, str]) -> Settings:
     keys = ("VAR_DIR", "API_PORT", "MODEL_SERVER_PORT", "TEMPORAL_ADDRESS", "TEMPORAL_UI_PORT",
-            "WORKER_METRICS_PORT", "ADMIN_PASSWORD", "MODEL_SERVER_URL", "DATABASE_URL", "JWT_SECRET")  # fmt: skip
+            "WORKER_METRICS_PORT", "ADMIN_PASSWORD", "MODEL_SERVER_URL", "DATABASE_URL",
+            "JWT_SECRET")  # fmt: skip
     return Settings(_env_file=None, **{k.lower(): env[k] for k in keys if k in env})
 
 
@@ -87,7 +88,7 @@ def start_stack(var_dir: Path, env: dict[str, str], *, with_model_server: bool =
     )
     parts = stack_parts(settings)
     # Tests keep Temporal's state in memory: faster, and nothing to clean up.
-    parts[0].command = temporal_dev_server_command(settings, db_file=None) + ["--headless"]
+    parts[0].command = [*temporal_dev_server_command(settings, db_file=None), "--headless"]
     if not with_model_server:
         parts = [p for p in parts if p.name != "model-server"]
     logs = var_dir / "logs"
