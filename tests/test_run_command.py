@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.settings import PROJECT_ROOT
@@ -82,8 +83,11 @@ def test_ctrl_c_stops_every_process_within_five_seconds(tmp_path: Path) -> None:
     try:
         assert len(children) >= 4, output  # temporal, model server, worker, api
         api = f"http://127.0.0.1:{env['API_PORT']}"
-        for url in (f"{api}/docs", f"{api}/metrics", f"http://127.0.0.1:{env['TEMPORAL_UI_PORT']}"):
+        ui = f"http://127.0.0.1:{env['TEMPORAL_UI_PORT']}"
+        for url in (f"{api}/docs", f"{api}/metrics", ui):
             assert url in output
+        assert httpx.get(f"{api}/health").status_code == 200
+        assert httpx.get(ui).status_code == 200  # the Temporal Web UI
         secret = tmp_path / "jwt_secret"
         assert secret.exists() and stat.S_IMODE(secret.stat().st_mode) == 0o600
         assert (tmp_path / "admin_password").exists()
