@@ -7,7 +7,9 @@ format), POST /v1/embeddings, GET /v1/models, GET /health, GET /metrics. Errors 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -78,7 +80,8 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str
     input: str | list[str] = Field(min_length=1)
-    encoding_format: Literal["float"] = "float"
+    # The OpenAI SDK asks for base64 unless told otherwise, and decodes it back into floats itself.
+    encoding_format: Literal["float", "base64"] = "float"
 
 
 class OpenAIError(HTTPException):
@@ -211,14 +214,22 @@ def create_app(settings: Settings) -> FastAPI:
         vectors = await model.embed(texts)
         metrics.EMBEDDED_TEXTS.labels(model.name).inc(len(texts))
         tokens = model.count_tokens(texts)
+        encode = _base64_floats if body.encoding_format == "base64" else (lambda v: v)
         return {
             "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)
+            ],
             "model": model.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
     return app
+
+
+def _base64_floats(vector: list[float]) -> str:
+    # OpenAI's base64 embeddings are little-endian float32 values.
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def _usage(generation: Generation) -> dict[str, int]:
