@@ -72,7 +72,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _http_ok(url: str) -> Callable[[], bool]:
+def http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
             return httpx.get(url, timeout=2).status_code == 200
@@ -101,9 +101,9 @@ def stack_parts(settings: Settings) -> list[Part]:
             temporal_dev_server_command(settings, settings.var_dir / "temporal.db"),
             lambda: _port_open(temporal_host, temporal_port(settings)),
         ),
-        Part("model-server", [*me, "model-server"], _http_ok(f"{settings.model_server_url}/health")),
-        Part("worker", [*me, "worker"], _http_ok(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics")),
-        Part("api", [*me, "api"], _http_ok(f"{api}/health")),
+        Part("model-server", [*me, "model-server"], http_ok(f"{settings.model_server_url}/health")),
+        Part("worker", [*me, "worker"], http_ok(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics")),
+        Part("api", [*me, "api"], http_ok(f"{api}/health")),
     ]
 
 

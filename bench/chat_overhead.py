@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from assistant.stack import Part, Stack
+from assistant.stack import Part, Stack, http_ok
 from tests.conftest import ADMIN_PASSWORD, RunningStack, free_port, stack_env, start_stack
 
 PROMPT = "Say hello."
@@ -29,22 +29,12 @@ WARMUP = 10
 PROVIDER_IN_WORKER = "stack: provider call"
 
 
-def _healthy(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return check
-
-
 def start_fake(log_dir: Path) -> tuple[Stack, str]:
     """The fake provider as a child process, with the stack's lifecycle (dies with us, SIGTERM/KILL)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)]
-    part = Part("fake-openai", command, _healthy(f"{url}/health"), start_timeout_s=30)
+    part = Part("fake-openai", command, http_ok(f"{url}/health"), start_timeout_s=30)
     fake = Stack([part], log_dir=log_dir)
     try:
         fake.start()
