@@ -165,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):  # type: ignore[no-untyped-def]
+    async def chat_completions(body: ChatCompletionRequest, request: Request):  # type: ignore[no-untyped-def]
         model = chat_model(body.model)
         messages = [m.as_template_message() for m in body.messages]
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -179,7 +179,8 @@ def create_app(settings: Settings) -> FastAPI:
                 first = await anext(pieces)
                 chunks = _stream_chunks(first, pieces, completion_id, created, model.name, include_usage)
                 return EventSourceResponse(chunks, ping=15)
-            generation = await model.generate(messages, body.sampling())
+            # A caller that hangs up (a cancelled job's activity) frees the model at once.
+            generation = await model.generate(messages, body.sampling(), abandoned=request.is_disconnected)
         except PromptTooLong as exc:
             raise OpenAIError(
                 400, str(exc), "invalid_request_error", "context_length_exceeded", "messages"

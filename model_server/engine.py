@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,9 @@ from transformers import (
 )
 
 from model_server import metrics
+
+# How often a whole (not streamed) generation checks that its caller is still there.
+_ABANDON_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,25 @@ class ChatModel:
         with torch.inference_mode():
             return self.model.generate(**kwargs)
 
-    async def generate(self, messages: list[dict[str, str]], sampling: Sampling) -> Generation:
+    async def generate(
+        self,
+        messages: list[dict[str, str]],
+        sampling: Sampling,
+        abandoned: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Generation:
+        """`abandoned`, polled while generating, says the caller went away: generation then stops."""
         input_ids = self.encode_chat(messages)
         kwargs = self._generate_kwargs(input_ids, sampling)
+        cancelled = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_WhenSet(cancelled)])
         async with self._lock:
             started = time.perf_counter()
-            output = await asyncio.to_thread(self._run, kwargs, sampling.seed)
+            running = asyncio.ensure_future(asyncio.to_thread(self._run, kwargs, sampling.seed))
+            while abandoned is not None and not running.done():
+                await asyncio.wait([running], timeout=_ABANDON_POLL_S)
+                if not running.done() and await abandoned():
+                    cancelled.set()
+            output = await running
         result = self._finish(input_ids, output, kwargs, sampling)
         metrics.observe_generation(self.name, time.perf_counter() - started, result)
         return result

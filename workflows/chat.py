@@ -23,6 +23,8 @@ PROVIDER_RETRY = RetryPolicy(
     maximum_attempts=4,
 )
 GENERATE_TIMEOUT = timedelta(minutes=5)
+# The activity heartbeats every second; a worker that died is noticed after this, not after minutes.
+GENERATE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
 
 def chat_messages(request: ChatInput) -> list[Message]:
@@ -43,6 +45,7 @@ class ChatWorkflow:
                 params=request.params,
             ),
             start_to_close_timeout=GENERATE_TIMEOUT,
+            heartbeat_timeout=GENERATE_HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
         )
         return ChatResult(

@@ -124,8 +124,8 @@ async def test_a_job_past_its_timeout_ends_failed_not_hung(
     job = await wait_for_job(api, response.json()["job_id"], user_headers)
     assert job["status"] == "failed"
     assert job["error"] == {"code": "job_timeout", "message": "the job did not finish within its timeout_s"}
-    # The provider call outlives its timed-out job: nothing tells the activity yet. A one-token
-    # request queues behind it, so later tests find the model free and measure only their own work.
+    # The provider call learns of the timeout only at its next heartbeat. A one-token request
+    # queues behind it, so later tests find the model free and measure only their own work.
     async with httpx.AsyncClient(timeout=120) as client:
         drained = await client.post(
             f"{stack.settings.model_server_url}/v1/chat/completions",
