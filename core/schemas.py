@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-ProviderName = Literal["local"]
+ProviderName = Literal["local", "openai", "gemini", "ollama"]
 
 
 class Message(BaseModel):
@@ -21,9 +21,21 @@ class Message(BaseModel):
 
 
 class GenerationParams(BaseModel):
+    """Sampling parameters. The optional ones are None when not asked for; a provider that cannot
+    honour one that is set refuses the request (422) instead of dropping it."""
+
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1, le=8192)
+    stop: list[str] | None = Field(None, max_length=4)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    response_format: Literal["text", "json_object"] | None = None
+
+    def optional_params_set(self) -> list[str]:
+        optional = ("stop", "seed", "presence_penalty", "frequency_penalty", "response_format")
+        return [name for name in optional if getattr(self, name) is not None]
 
 
 class Usage(BaseModel):
@@ -54,12 +66,49 @@ class GenerateResult(BaseModel):
 # --- workflows --------------------------------------------------------------------------------
 
 
+class Target(BaseModel):
+    """One provider to ask, with its model (None: the provider's default)."""
+
+    provider: ProviderName
+    model: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Target:
+        """ "openai" or "openai/gpt-4o-mini"; a model name may itself contain slashes."""
+        provider, _, model = spec.partition("/")
+        return cls(provider=provider, model=model or None)  # type: ignore[arg-type]
+
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}" if self.model else self.provider
+
+
 class ChatInput(BaseModel):
-    prompt: str
+    prompt: str = ""
     system: str | None = None
     provider: ProviderName = "local"
     model: str | None = None
     params: GenerationParams = GenerationParams()
+    # Multi-turn conversation in OpenAI's shape; when given, it is used instead of prompt.
+    messages: list[Message] = []
+    # Tried in order, each with its retries, when the provider before it failed for good.
+    fallback: list[Target] = []
+    # Asked in parallel instead of provider and fallback; every answer is returned side by side.
+    compare: list[Target] = []
+
+
+class Attempt(BaseModel):
+    provider: str
+    model: str | None = None
+    error: str | None = None  # None: this one answered
+
+
+class ChatAnswer(BaseModel):
+    provider: str
+    model: str | None = None
+    text: str = ""
+    usage: Usage = Usage()
+    latency_ms: float = 0.0
+    error: str | None = None
 
 
 class ChatResult(BaseModel):
@@ -69,32 +118,77 @@ class ChatResult(BaseModel):
     text: str
     usage: Usage
     latency_ms: float
+    finish_reason: str | None = None
+    attempts: list[Attempt] = []
+    answers: list[ChatAnswer] = []  # with compare: one per target, in the order asked
 
 
 # --- API --------------------------------------------------------------------------------------
 
 
 class ChatRequest(BaseModel):
-    prompt: str = Field(min_length=1, max_length=100_000)
+    prompt: str | None = Field(None, min_length=1, max_length=100_000)
+    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
     system: str | None = Field(None, max_length=100_000)
-    provider: ProviderName = "local"
+    provider: str = Field("local", description='A provider name, or "provider/model".')
     model: str | None = Field(None, min_length=1, max_length=200)
+    fallback: list[str] = Field(
+        [], max_length=4, description="Providers tried in order if one fails for good."
+    )
+    compare: list[str] = Field(
+        [], max_length=4, description="Providers asked in parallel, answers side by side."
+    )
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1, le=8192)
+    stop: list[str] | None = Field(None, max_length=4)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    response_format: Literal["text", "json_object"] | None = None
     timeout_s: float = Field(300.0, gt=0, le=24 * 3600, description="Bounds the whole job.")
     wait_s: float = Field(
         60.0, ge=0, le=600, description="How long POST /chat/ waits before answering 202 with the job id."
     )
 
+    @model_validator(mode="after")
+    def _one_conversation(self) -> ChatRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        if self.messages is not None and self.system is not None:
+            raise ValueError("with messages, put the system message into messages")
+        return self
+
+    @field_validator("provider", "fallback", "compare")
+    @classmethod
+    def _known_providers(cls, value: str | list[str]) -> str | list[str]:
+        for spec in [value] if isinstance(value, str) else value:
+            provider = spec.partition("/")[0]
+            if provider not in get_args(ProviderName):
+                raise ValueError(f"unknown provider {provider!r}; known: {', '.join(get_args(ProviderName))}")
+        return value
+
     def to_workflow_input(self) -> ChatInput:
+        primary = Target.parse(self.provider)
+        if self.model is not None:
+            primary = Target(provider=primary.provider, model=self.model)
         return ChatInput(
-            prompt=self.prompt,
+            prompt=self.prompt or "",
             system=self.system,
-            provider=self.provider,
-            model=self.model,
+            provider=primary.provider,
+            model=primary.model,
+            messages=self.messages or [],
+            fallback=[Target.parse(spec) for spec in self.fallback],
+            compare=[Target.parse(spec) for spec in self.compare],
             params=GenerationParams(
-                temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_tokens,
+                stop=self.stop,
+                seed=self.seed,
+                presence_penalty=self.presence_penalty,
+                frequency_penalty=self.frequency_penalty,
+                response_format=self.response_format,
             ),
         )
 

@@ -1,18 +1,30 @@
-"""ChatWorkflow: one chat answer from one provider, as a durable job.
+"""ChatWorkflow: a chat answer as a durable job.
 
-generate -> result. Later steps (guards, retrieval, fallback) are added as further awaited calls.
+generate with the first provider -> on failure for good, the next in the fallback list -> result.
+With `compare`, every listed provider is asked in parallel and all answers come back side by side.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
-    from core.schemas import ChatInput, ChatResult, GenerateInput, Message
+    from core.schemas import (
+        Attempt,
+        ChatAnswer,
+        ChatInput,
+        ChatResult,
+        GenerateInput,
+        GenerateResult,
+        Message,
+        Target,
+    )
 
 # Provider faults are retried for seconds, not hours: a provider that is down ends the job failed,
 # with its reason, well within a minute. Non-retryable errors (4xx) end it at once.
@@ -28,19 +40,81 @@ GENERATE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
 
 def chat_messages(request: ChatInput) -> list[Message]:
+    if request.messages:
+        return request.messages
     messages = [Message(role="system", content=request.system)] if request.system else []
     return [*messages, Message(role="user", content=request.prompt)]
+
+
+def provider_order(request: ChatInput) -> list[Target]:
+    return [Target(provider=request.provider, model=request.model), *request.fallback]
+
+
+def failure_reason(error: ActivityError) -> str:
+    """What the provider said, not Temporal's wrapping of it."""
+    cause = error.cause
+    return cause.message if isinstance(cause, ApplicationError | CancelledError) else str(error)
+
+
+def cancelled(error: ActivityError) -> bool:
+    return isinstance(error.cause, CancelledError)
 
 
 @workflow.defn
 class ChatWorkflow:
     @workflow.run
     async def run(self, request: ChatInput) -> ChatResult:
-        answer = await workflow.execute_activity_method(
+        if request.compare:
+            return await self._compare(request)
+        attempts: list[Attempt] = []
+        for target in provider_order(request):
+            try:
+                answer = await self._generate(target, request)
+            except ActivityError as error:
+                if cancelled(error):
+                    raise
+                attempts.append(
+                    Attempt(provider=target.provider, model=target.model, error=failure_reason(error))
+                )
+                continue
+            attempts.append(Attempt(provider=answer.provider, model=answer.model))
+            return self._result(answer, attempts)
+        # Every provider failed for good: the job fails with each one's reason.
+        raise ApplicationError(
+            "; ".join(a.error or "" for a in attempts), type="ProviderError", non_retryable=True
+        )
+
+    async def _compare(self, request: ChatInput) -> ChatResult:
+        outcomes = await asyncio.gather(
+            *(self._generate(target, request) for target in request.compare), return_exceptions=True
+        )
+        answers: list[ChatAnswer] = []
+        for target, outcome in zip(request.compare, outcomes, strict=True):
+            if isinstance(outcome, ActivityError):
+                if cancelled(outcome):
+                    raise outcome
+                answers.append(
+                    ChatAnswer(provider=target.provider, model=target.model, error=failure_reason(outcome))
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answers.append(ChatAnswer(**outcome.model_dump(include=set(ChatAnswer.model_fields))))
+        first = next((o for o in outcomes if isinstance(o, GenerateResult)), None)
+        if first is None:
+            raise ApplicationError(
+                "; ".join(a.error or "" for a in answers), type="ProviderError", non_retryable=True
+            )
+        result = self._result(first, [])
+        result.answers = answers
+        return result
+
+    async def _generate(self, target: Target, request: ChatInput) -> GenerateResult:
+        return await workflow.execute_activity_method(
             GenerationActivities.generate,
             GenerateInput(
-                provider=request.provider,
-                model=request.model,
+                provider=target.provider,
+                model=target.model,
                 messages=chat_messages(request),
                 params=request.params,
             ),
@@ -48,6 +122,8 @@ class ChatWorkflow:
             heartbeat_timeout=GENERATE_HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
         )
+
+    def _result(self, answer: GenerateResult, attempts: list[Attempt]) -> ChatResult:
         return ChatResult(
             job_id=workflow.info().workflow_id,
             provider=answer.provider,
@@ -55,4 +131,6 @@ class ChatWorkflow:
             text=answer.text,
             usage=answer.usage,
             latency_ms=answer.latency_ms,
+            finish_reason=answer.finish_reason,
+            attempts=attempts,
         )

@@ -136,3 +136,66 @@ async def test_a_job_past_its_timeout_ends_failed_not_hung(
             },
         )
     assert drained.status_code == 200
+
+
+async def test_fallback_tries_the_next_provider_when_one_fails_for_good(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    body = {"prompt": "Say hi.", "provider": "local/no-such-model", "fallback": ["local"], "max_tokens": 8}
+    response = await api.post("/chat/", json=body, headers=user_headers)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["provider"] == "local" and result["model"] == "SmolLM2-135M-Instruct"
+    assert result["text"]
+    first, second = result["attempts"]
+    assert first["model"] == "no-such-model" and "does not exist" in first["error"]
+    assert second == {"provider": "local", "model": "SmolLM2-135M-Instruct", "error": None}
+
+
+async def test_when_every_provider_fails_the_error_names_each(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    body = {"prompt": "Say hi.", "provider": "local/missing-a", "fallback": ["local/missing-b"]}
+    response = await api.post("/chat/", json=body, headers=user_headers)
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "provider_error"
+    assert "missing-a" in error["message"] and "missing-b" in error["message"]
+
+
+async def test_compare_returns_every_answer_side_by_side(api: httpx.AsyncClient, user_headers: dict) -> None:
+    body = {
+        "prompt": "Say hi.",
+        "compare": ["local", "local/no-such-model"],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+    response = await api.post("/chat/", json=body, headers=user_headers)
+    assert response.status_code == 200, response.text
+    good, bad = response.json()["answers"]
+    assert good["provider"] == "local" and good["text"] and good["error"] is None
+    assert bad["model"] == "no-such-model" and "does not exist" in bad["error"] and bad["text"] == ""
+    assert response.json()["text"] == good["text"]
+
+
+async def test_a_multi_turn_conversation_in_openais_shape(api: httpx.AsyncClient, user_headers: dict) -> None:
+    messages = [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "What colour is the sky?"},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "And grass?"},
+    ]
+    response = await api.post("/chat/", json={"messages": messages, "max_tokens": 8}, headers=user_headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] > 30  # the whole conversation reached the model
+
+
+async def test_prompt_and_messages_exclude_each_other(api: httpx.AsyncClient, user_headers: dict) -> None:
+    both = {"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}
+    neither = {"max_tokens": 8}
+    for body in (both, neither):
+        response = await api.post("/chat/", json=body, headers=user_headers)
+        assert response.status_code == 422
+        assert "prompt or messages" in response.json()["error"]["message"]
+    unknown = await api.post("/chat/", json={"prompt": "hi", "fallback": ["nobody"]}, headers=user_headers)
+    assert unknown.status_code == 422 and "nobody" in unknown.json()["error"]["message"]
