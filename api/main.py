@@ -11,6 +11,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from api import streams
 from api.errors import install_error_handlers
 from api.routes import auth, chat, health, jobs
 from core.db import create_engine, create_sessionmaker
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.sessions = create_sessionmaker(engine)
         app.state.jwt_secret = settings.secret_value("jwt_secret")
+        app.state.streams = streams.StreamHub()
         # Lazy: the API starts and reports 503 on /health while Temporal is not reachable yet.
         app.state.temporal = await Client.connect(
             settings.temporal_address,
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (auth, chat, jobs, health):
+    for module in (auth, chat, jobs, health, streams):
         app.include_router(module.router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     return app

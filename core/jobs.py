@@ -19,7 +19,12 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, FailureError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -50,11 +55,14 @@ async def start_job(
     owner: int,
     task_queue: str,
     timeout_s: float,
+    job_id: str | None = None,
 ) -> WorkflowHandle:
     return await client.start_workflow(
         workflow,
         request,
-        id=new_job_id(kind),
+        id=job_id or new_job_id(kind),
+        # A job id is never reused, even after the job closed: an idempotency key keeps its one job.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         task_queue=task_queue,
         execution_timeout=timedelta(seconds=timeout_s),
         memo={"owner": owner, "kind": kind},

@@ -52,6 +52,16 @@ class GenerateInput(BaseModel):
     model: str | None = None
     messages: list[Message]
     params: GenerationParams = GenerationParams()
+    # Where to post text deltas while generating (the API process holding the client's stream).
+    stream_to: str | None = None
+
+
+class StreamBatch(BaseModel):
+    """Text deltas posted by a streaming activity to the API that holds the client's stream."""
+
+    attempt: str  # activity id and attempt: a new value means a retry or fallback started over
+    provider: str
+    deltas: list[str] = []
 
 
 class GenerateResult(BaseModel):
@@ -94,6 +104,7 @@ class ChatInput(BaseModel):
     fallback: list[Target] = []
     # Asked in parallel instead of provider and fallback; every answer is returned side by side.
     compare: list[Target] = []
+    stream_to: str | None = None
 
 
 class Attempt(BaseModel):

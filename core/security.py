@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -38,3 +40,8 @@ def decode_access_token(token: str, secret: str) -> tuple[int, str]:
         return int(claims["sub"]), str(claims.get("role", ""))
     except (jwt.PyJWTError, ValueError) as exc:
         raise InvalidToken(str(exc)) from exc
+
+
+def stream_signature(secret: str, job_id: str) -> str:
+    """Signs a job's streamed deltas, so only its own activity can write into the client's stream."""
+    return hmac.new(secret.encode(), job_id.encode(), hashlib.sha256).hexdigest()

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     database_url: str = ""  # empty: SQLite under var_dir
+    # How workers reach this API process (to deliver streamed tokens); empty: http://api_host:api_port
+    api_internal_url: str = ""
 
     # Auth
     jwt_secret: SecretStr | None = None  # empty: generated once and kept under var_dir
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     def _derive_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'assistant.db'}"
+        if not self.api_internal_url:
+            self.api_internal_url = f"http://{self.api_host}:{self.api_port}"
         if not self.model_server_url:
             self.model_server_url = f"http://{self.model_server_host}:{self.model_server_port}"
         return self

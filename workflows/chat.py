@@ -117,6 +117,7 @@ class ChatWorkflow:
                 model=target.model,
                 messages=chat_messages(request),
                 params=request.params,
+                stream_to=request.stream_to,
             ),
             start_to_close_timeout=GENERATE_TIMEOUT,
             heartbeat_timeout=GENERATE_HEARTBEAT_TIMEOUT,

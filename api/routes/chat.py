@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
-from core.jobs import failure_to_error, start_job
-from core.schemas import ChatRequest, ChatResult, JobAccepted
+from api.streams import StreamHub, stream_url
+from core.jobs import failure_to_error, new_job_id, start_job
+from core.schemas import ChatRequest, ChatResult, JobAccepted, StreamBatch
 from workflows.chat import ChatWorkflow
 
 router = APIRouter(tags=["chat"])
@@ -25,18 +31,48 @@ def accepted(job_id: str) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.status_url})
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="The same key from the same user gives the same job, never a second call.",
+    ),
+]
+
+
+def idempotent_job_id(owner: int, key: str) -> str:
+    return "chat-" + hashlib.sha256(f"{owner}:{key}".encode()).hexdigest()[:32]
+
+
 async def _start_chat(
-    body: ChatRequest, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
+    body: ChatRequest,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    idempotency_key: str | None = None,
+    stream_to: str | None = None,
+    job_id: str | None = None,
 ) -> WorkflowHandle:
-    return await start_job(
-        temporal,
-        ChatWorkflow.run,
-        body.to_workflow_input(),
-        kind="chat",
-        owner=user.id,
-        task_queue=settings.task_queue,
-        timeout_s=body.timeout_s,
-    )
+    if idempotency_key is not None:
+        job_id = idempotent_job_id(user.id, idempotency_key)
+    request = body.to_workflow_input()
+    request.stream_to = stream_to
+    try:
+        return await start_job(
+            temporal,
+            ChatWorkflow.run,
+            request,
+            job_id=job_id,
+            kind="chat",
+            owner=user.id,
+            task_queue=settings.task_queue,
+            timeout_s=body.timeout_s,
+        )
+    except WorkflowAlreadyStartedError:
+        # Only a job id from an idempotency key can exist already: that job is the answer.
+        return temporal.get_workflow_handle(job_id or "")
 
 
 @router.post(
@@ -44,11 +80,17 @@ async def _start_chat(
     response_model=ChatResult,
     responses={202: {"model": JobAccepted, "description": "Still running after wait_s; poll status_url."}},
 )
-async def chat(body: ChatRequest, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep):  # type: ignore[no-untyped-def]
-    handle = await _start_chat(body, user, temporal, settings)
+async def chat(  # type: ignore[no-untyped-def]
+    body: ChatRequest,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+):
+    handle = await _start_chat(body, user, temporal, settings, idempotency_key)
     try:
         # The job runs on whatever happens here: giving up waiting never cancels it.
-        return await asyncio.wait_for(handle.result(), timeout=body.wait_s)
+        return ChatResult.model_validate(await asyncio.wait_for(handle.result(), timeout=body.wait_s))
     except TimeoutError:
         return accepted(handle.id)
     except WorkflowFailureError as exc:
@@ -59,7 +101,83 @@ async def chat(body: ChatRequest, user: CurrentUser, temporal: TemporalDep, sett
 
 @router.post("/chat/async", response_model=JobAccepted, status_code=202)
 async def chat_async(
-    body: ChatRequest, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
+    body: ChatRequest,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    handle = await _start_chat(body, user, temporal, settings)
+    handle = await _start_chat(body, user, temporal, settings, idempotency_key)
     return accepted(handle.id)
+
+
+@router.post(
+    "/chat/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"description": "Server-sent events: job, delta (repeated), restart, then result or error."}
+    },
+)
+async def chat_stream(
+    body: ChatRequest,
+    request: Request,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> EventSourceResponse:
+    """Tokens as the provider produces them, while the job stays a durable workflow: a client that
+    disconnects loses nothing, the job goes on and its result stays readable by id."""
+    if body.compare:
+        raise ApiError(422, "invalid_request", "compare cannot be streamed; use POST /chat/")
+    hub: StreamHub = request.app.state.streams
+    job_id = idempotent_job_id(user.id, idempotency_key) if idempotency_key else new_job_id("chat")
+    queue = hub.open(job_id)  # before the job starts, so no delta arrives unheard
+    try:
+        handle = await _start_chat(
+            body,
+            user,
+            temporal,
+            settings,
+            idempotency_key,
+            stream_to=stream_url(settings.api_internal_url, job_id),
+            job_id=job_id,
+        )
+    except BaseException:
+        hub.close(job_id)
+        raise
+    return EventSourceResponse(_stream_events(handle, queue, hub), ping=15)
+
+
+async def _stream_events(handle: WorkflowHandle, queue: asyncio.Queue[StreamBatch], hub: StreamHub):  # type: ignore[no-untyped-def]
+    yield {"event": "job", "data": json.dumps({"job_id": handle.id})}
+    result = asyncio.ensure_future(handle.result())
+    attempt: str | None = None
+    try:
+        while True:
+            next_batch = asyncio.ensure_future(queue.get())
+            await asyncio.wait([next_batch, result], return_when=asyncio.FIRST_COMPLETED)
+            if not next_batch.done():
+                next_batch.cancel()
+                if queue.empty():
+                    break
+                continue
+            batch = next_batch.result()
+            if attempt is not None and batch.attempt != attempt:
+                # A retry or the next provider starts over: the client drops what it has so far.
+                yield {"event": "restart", "data": json.dumps({"provider": batch.provider})}
+            attempt = batch.attempt
+            for delta in batch.deltas:
+                yield {"event": "delta", "data": json.dumps({"text": delta})}
+        try:
+            answer = ChatResult.model_validate(result.result())
+            yield {"event": "result", "data": answer.model_dump_json()}
+        except WorkflowFailureError as exc:
+            error = failure_to_error(exc)
+            yield {
+                "event": "error",
+                "data": json.dumps({"error": {**error.model_dump(), "details": {"job_id": handle.id}}}),
+            }
+    finally:
+        hub.close(handle.id)
+        result.cancel()

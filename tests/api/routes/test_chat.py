@@ -199,3 +199,19 @@ async def test_prompt_and_messages_exclude_each_other(api: httpx.AsyncClient, us
         assert "prompt or messages" in response.json()["error"]["message"]
     unknown = await api.post("/chat/", json={"prompt": "hi", "fallback": ["nobody"]}, headers=user_headers)
     assert unknown.status_code == 422 and "nobody" in unknown.json()["error"]["message"]
+
+
+async def test_the_same_idempotency_key_gives_the_same_job(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    body = {"prompt": "Say hi.", "max_tokens": 8, "temperature": 1.0}
+    first = await api.post("/chat/", json=body, headers={**user_headers, **key})
+    again = await api.post("/chat/", json=body, headers={**user_headers, **key})
+    queued = await api.post("/chat/async", json=body, headers={**user_headers, **key})
+    assert first.status_code == again.status_code == 200
+    # Sampling at temperature 1 would differ on a second call: the same text means one call.
+    assert first.json() == again.json()
+    assert queued.json()["job_id"] == first.json()["job_id"]
+    other = await api.post("/chat/", json=body, headers=user_headers)
+    assert other.json()["job_id"] != first.json()["job_id"]

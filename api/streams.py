@@ -1,0 +1,65 @@
+"""Delivering tokens of a running chat job to the client that asked for a stream.
+
+The job stays a durable workflow run by any worker. Its `generate` activity streams from the
+provider and posts the text deltas, in order, to the API process that holds the client's
+connection (the URL travels in the job's input). That process hands them to the open SSE response
+through an in-memory queue. Posts are signed with an HMAC of the job id, so nobody else can write
+into a stream. If the client has gone, the post answers 410 and the activity stops posting; the job
+goes on and its result stays readable by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import APIRouter, Header, Request, Response
+
+from api.errors import ApiError
+from core.schemas import StreamBatch
+from core.security import stream_signature
+
+router = APIRouter(include_in_schema=False)
+
+SIGNATURE_HEADER = "X-Stream-Signature"  # what a streaming activity signs its posts with
+
+
+class StreamHub:
+    """Open streams of this API process, by job id."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue[StreamBatch]] = {}
+
+    def open(self, job_id: str) -> asyncio.Queue[StreamBatch]:
+        queue: asyncio.Queue[StreamBatch] = asyncio.Queue()
+        self._queues[job_id] = queue
+        return queue
+
+    def close(self, job_id: str) -> None:
+        self._queues.pop(job_id, None)
+
+    def publish(self, job_id: str, batch: StreamBatch) -> bool:
+        queue = self._queues.get(job_id)
+        if queue is None:
+            return False
+        queue.put_nowait(batch)
+        return True
+
+
+def stream_url(base_url: str, job_id: str) -> str:
+    return f"{base_url}/internal/streams/{job_id}"
+
+
+@router.post("/internal/streams/{job_id}", status_code=204)
+async def receive_deltas(
+    job_id: str,
+    batch: StreamBatch,
+    request: Request,
+    signature: str = Header("", alias=SIGNATURE_HEADER),
+) -> Response:
+    expected = stream_signature(request.app.state.jwt_secret, job_id)
+    if not hmac.compare_digest(signature, expected):
+        raise ApiError(403, "forbidden", "bad stream signature")
+    if not request.app.state.streams.publish(job_id, batch):
+        raise ApiError(410, "stream_closed", "nobody is listening to this stream")
+    return Response(status_code=204)
