@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Header, Request, Response
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 
 from api.errors import ApiError
-from core.schemas import StreamBatch
+from core.jobs import failure_to_error
+from core.schemas import ChatResult, JobError, StreamBatch
 from core.security import stream_signature
 
 router = APIRouter(include_in_schema=False)
@@ -63,3 +67,67 @@ async def receive_deltas(
     if not request.app.state.streams.publish(job_id, batch):
         raise ApiError(410, "stream_closed", "nobody is listening to this stream")
     return Response(status_code=204)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    provider: str
+
+
+class JobStream:
+    """One client's view of a streaming job: deltas as they come, then the result or the error."""
+
+    def __init__(self, hub: StreamHub, handle: WorkflowHandle, queue: asyncio.Queue[StreamBatch]) -> None:
+        self.hub, self.handle, self.queue = hub, handle, queue
+
+    @property
+    def job_id(self) -> str:
+        return self.handle.id
+
+    async def events(self) -> AsyncIterator[Delta | Restart | ChatResult | JobError]:
+        result = asyncio.ensure_future(self.handle.result())
+        attempt: str | None = None
+        try:
+            while True:
+                next_batch = asyncio.ensure_future(self.queue.get())
+                await asyncio.wait([next_batch, result], return_when=asyncio.FIRST_COMPLETED)
+                if not next_batch.done():
+                    next_batch.cancel()
+                    if self.queue.empty():
+                        break  # the job is over and every delta it posted was handed on
+                    continue
+                batch = next_batch.result()
+                if attempt is not None and batch.attempt != attempt:
+                    yield Restart(batch.provider)
+                attempt = batch.attempt
+                for text in batch.deltas:
+                    yield Delta(text)
+            try:
+                yield ChatResult.model_validate(result.result())
+            except WorkflowFailureError as exc:
+                yield failure_to_error(exc)
+        finally:
+            # Closing makes the activity's next post answer 410: it stops posting, the job goes on.
+            self.hub.close(self.job_id)
+            result.cancel()
+
+
+async def open_job_stream(
+    hub: StreamHub,
+    job_id: str,
+    start: Callable[[str], Awaitable[WorkflowHandle]],
+    api_internal_url: str,
+) -> JobStream:
+    """Opens the stream, then starts the job that posts into it, so no delta arrives unheard."""
+    queue = hub.open(job_id)
+    try:
+        handle = await start(stream_url(api_internal_url, job_id))
+    except BaseException:
+        hub.close(job_id)
+        raise
+    return JobStream(hub, handle, queue)

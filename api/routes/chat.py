@@ -15,9 +15,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
-from api.streams import StreamHub, stream_url
+from api.streams import Delta, JobStream, Restart, open_job_stream
 from core.jobs import failure_to_error, new_job_id, start_job
-from core.schemas import ChatRequest, ChatResult, JobAccepted, StreamBatch
+from core.schemas import ChatRequest, ChatResult, JobAccepted, JobError
 from workflows.chat import ChatWorkflow
 
 router = APIRouter(tags=["chat"])
@@ -130,54 +130,29 @@ async def chat_stream(
     disconnects loses nothing, the job goes on and its result stays readable by id."""
     if body.compare:
         raise ApiError(422, "invalid_request", "compare cannot be streamed; use POST /chat/")
-    hub: StreamHub = request.app.state.streams
     job_id = idempotent_job_id(user.id, idempotency_key) if idempotency_key else new_job_id("chat")
-    queue = hub.open(job_id)  # before the job starts, so no delta arrives unheard
-    try:
-        handle = await _start_chat(
-            body,
-            user,
-            temporal,
-            settings,
-            idempotency_key,
-            stream_to=stream_url(settings.api_internal_url, job_id),
-            job_id=job_id,
-        )
-    except BaseException:
-        hub.close(job_id)
-        raise
-    return EventSourceResponse(_stream_events(handle, queue, hub), ping=15)
+    stream = await open_job_stream(
+        request.app.state.streams,
+        job_id,
+        lambda url: _start_chat(
+            body, user, temporal, settings, idempotency_key, stream_to=url, job_id=job_id
+        ),
+        settings.api_internal_url,
+    )
+    return EventSourceResponse(_sse_events(stream), ping=15)
 
 
-async def _stream_events(handle: WorkflowHandle, queue: asyncio.Queue[StreamBatch], hub: StreamHub):  # type: ignore[no-untyped-def]
-    yield {"event": "job", "data": json.dumps({"job_id": handle.id})}
-    result = asyncio.ensure_future(handle.result())
-    attempt: str | None = None
-    try:
-        while True:
-            next_batch = asyncio.ensure_future(queue.get())
-            await asyncio.wait([next_batch, result], return_when=asyncio.FIRST_COMPLETED)
-            if not next_batch.done():
-                next_batch.cancel()
-                if queue.empty():
-                    break
-                continue
-            batch = next_batch.result()
-            if attempt is not None and batch.attempt != attempt:
+async def _sse_events(stream: JobStream):  # type: ignore[no-untyped-def]
+    yield {"event": "job", "data": json.dumps({"job_id": stream.job_id})}
+    async for event in stream.events():
+        match event:
+            case Delta(text=text):
+                yield {"event": "delta", "data": json.dumps({"text": text})}
+            case Restart(provider=provider):
                 # A retry or the next provider starts over: the client drops what it has so far.
-                yield {"event": "restart", "data": json.dumps({"provider": batch.provider})}
-            attempt = batch.attempt
-            for delta in batch.deltas:
-                yield {"event": "delta", "data": json.dumps({"text": delta})}
-        try:
-            answer = ChatResult.model_validate(result.result())
-            yield {"event": "result", "data": answer.model_dump_json()}
-        except WorkflowFailureError as exc:
-            error = failure_to_error(exc)
-            yield {
-                "event": "error",
-                "data": json.dumps({"error": {**error.model_dump(), "details": {"job_id": handle.id}}}),
-            }
-    finally:
-        hub.close(handle.id)
-        result.cancel()
+                yield {"event": "restart", "data": json.dumps({"provider": provider})}
+            case ChatResult():
+                yield {"event": "result", "data": event.model_dump_json()}
+            case JobError():
+                body = {"error": {**event.model_dump(), "details": {"job_id": stream.job_id}}}
+                yield {"event": "error", "data": json.dumps(body)}
