@@ -134,6 +134,12 @@ class ChatResult(BaseModel):
     answers: list[ChatAnswer] = []  # with compare: one per target, in the order asked
 
 
+class SaveCompletionInput(BaseModel):
+    owner: int
+    request: ChatInput
+    result: ChatResult
+
+
 # --- API --------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, DateTime, Dialect, String
+from sqlalchemy import JSON, CheckConstraint, DateTime, Dialect, Float, ForeignKey, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -57,3 +57,21 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.user)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Completion(Base):
+    """A saved chat answer: what was asked, who answered and how, for export and analysis."""
+
+    __tablename__ = "completions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(80), unique=True)  # one record per job, however retried
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    request: Mapped[dict] = mapped_column(JSON)
+    usage: Mapped[dict] = mapped_column(JSON)
+    answers: Mapped[list] = mapped_column(JSON, default=list)

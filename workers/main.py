@@ -15,6 +15,8 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
+from activities.records import RecordActivities
+from core.db import create_engine, create_sessionmaker
 from core.settings import Settings
 from workflows.chat import ChatWorkflow
 
@@ -34,8 +36,12 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
 
 def build_worker(client: Client, settings: Settings) -> Worker:
     generation = GenerationActivities(settings)
+    records = RecordActivities(create_sessionmaker(create_engine(settings.database_url)))
     return Worker(
-        client, task_queue=settings.task_queue, workflows=WORKFLOWS, activities=[generation.generate]
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[generation.generate, records.save_completion],
     )
 
 

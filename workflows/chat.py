@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
+    from activities.records import RecordActivities
     from core.schemas import (
         Attempt,
         ChatAnswer,
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateInput,
         GenerateResult,
         Message,
+        SaveCompletionInput,
         Target,
     )
 
@@ -33,6 +35,9 @@ PROVIDER_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=4,
+)
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=6
 )
 GENERATE_TIMEOUT = timedelta(minutes=5)
 # The activity heartbeats every second; a worker that died is noticed after this, not after minutes.
@@ -64,8 +69,25 @@ def cancelled(error: ActivityError) -> bool:
 class ChatWorkflow:
     @workflow.run
     async def run(self, request: ChatInput) -> ChatResult:
-        if request.compare:
-            return await self._compare(request)
+        result = await (self._compare(request) if request.compare else self._answer(request))
+        # Jobs started before answers were saved replay without this step.
+        owner = workflow.memo_value("owner", None, type_hint=int | None)
+        if workflow.patched("save-completion") and owner is not None:
+            try:
+                await workflow.execute_activity_method(
+                    RecordActivities.save_completion,
+                    SaveCompletionInput(owner=owner, request=request, result=result),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RECORD_RETRY,
+                )
+            except ActivityError as error:
+                if cancelled(error):
+                    raise
+                # The answer matters more than its copy for export: the job still completes.
+                workflow.logger.warning("could not save the completion: %s", failure_reason(error))
+        return result
+
+    async def _answer(self, request: ChatInput) -> ChatResult:
         attempts: list[Attempt] = []
         for target in provider_order(request):
             try:
