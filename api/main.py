@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from core.settings import Settings, get_settings
 from core.tables import Role
 from core.temporal_setup import ensure_search_attributes
 from core.users import ensure_user
+from workers.main import build_worker, metrics_runtime
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +35,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = create_sessionmaker(engine)
         app.state.jwt_secret = settings.secret_value("jwt_secret")
         app.state.streams = streams.StreamHub()
-        # Lazy: the API starts and reports 503 on /health while Temporal is not reachable yet.
+        # Lazy: the API starts and reports 503 on /health while Temporal is not reachable yet. A
+        # worker needs a connected client, so hosting one means Temporal must be up first.
         app.state.temporal = await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
-            lazy=True,
+            lazy=not settings.api_hosts_worker,
+            runtime=metrics_runtime(settings.api_worker_metrics_port) if settings.api_hosts_worker else None,
         )
         if await ensure_user(
             app.state.sessions, settings.admin_username, settings.secret_value("admin_password"), Role.admin
         ):
             log.info("created the first admin %r", settings.admin_username)
         await ensure_search_attributes(app.state.temporal, settings.temporal_namespace)
+        # The chat fast path: a worker in this process runs the jobs this process starts eagerly,
+        # sparing the two hand-overs through the server; other workers still serve everything else.
+        worker = build_worker(app.state.temporal, settings) if settings.api_hosts_worker else None
+        running = asyncio.create_task(worker.run()) if worker else None
         yield
+        if worker is not None and running is not None:
+            await worker.shutdown()
+            await running
         await engine.dispose()
 
     app = FastAPI(

@@ -211,6 +211,7 @@ def _print_urls(settings: Settings) -> None:
         f"  Temporal        {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
         f"  Model server    {settings.model_server_url}/v1\n"
         f"  Metrics         {api}/metrics  http://127.0.0.1:{settings.worker_metrics_port}/metrics"
+        f"  http://127.0.0.1:{settings.api_worker_metrics_port}/metrics"
         f"  {settings.model_server_url}/metrics\n"
         f"  Admin           {settings.admin_username} ({password_hint})\n"
         "Press Ctrl-C to stop.\n",

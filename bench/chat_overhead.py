@@ -136,7 +136,11 @@ def main() -> None:
         running: RunningStack | None = None
         try:
             print("starting the stack ...", file=sys.stderr, flush=True)
-            env = stack_env(var_dir, MODEL_SERVER_URL=fake_url)
+            env = stack_env(
+                var_dir,
+                MODEL_SERVER_URL=fake_url,
+                API_HOSTS_WORKER=os.environ.get("API_HOSTS_WORKER", "false"),
+            )
             running = start_stack(var_dir, env, with_model_server=False)
             samples = asyncio.run(measure(running, fake_url, args.requests))
             load_after = os.getloadavg()[0]

@@ -56,6 +56,7 @@ async def start_job(
     task_queue: str,
     timeout_s: float,
     job_id: str | None = None,
+    eager: bool = False,
 ) -> WorkflowHandle:
     return await client.start_workflow(
         workflow,
@@ -63,6 +64,8 @@ async def start_job(
         id=job_id or new_job_id(kind),
         # A job id is never reused, even after the job closed: an idempotency key keeps its one job.
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # Eager: the first workflow task runs on a worker of this same client, if it has one.
+        request_eager_start=eager,
         task_queue=task_queue,
         execution_timeout=timedelta(seconds=timeout_s),
         memo={"owner": owner, "kind": kind},

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     database_url: str = ""  # empty: SQLite under var_dir
+    # Host a worker in the API process and start chat jobs eagerly on it (the fast path).
+    api_hosts_worker: bool = True
+    # Temporal SDK metrics of that worker (Prometheus); 0: none, e.g. for several API processes on a host.
+    api_worker_metrics_port: int = 9465
     # How workers reach this API process (to deliver streamed tokens); empty: http://api_host:api_port
     api_internal_url: str = ""
 

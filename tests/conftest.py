@@ -52,6 +52,7 @@ def stack_env(var_dir: Path, **extra: str) -> dict[str, str]:
         TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
         TEMPORAL_UI_PORT=str(free_port()),
         WORKER_METRICS_PORT=str(free_port()),
+        API_WORKER_METRICS_PORT=str(free_port()),
         ADMIN_PASSWORD=ADMIN_PASSWORD,
         LOG_LEVEL="INFO",
         **extra,
@@ -60,10 +61,10 @@ def stack_env(var_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def settings_for(env: dict[str, str]) -> Settings:
-    keys = ("VAR_DIR", "API_PORT", "MODEL_SERVER_PORT", "TEMPORAL_ADDRESS", "TEMPORAL_UI_PORT",
-            "WORKER_METRICS_PORT", "ADMIN_PASSWORD", "MODEL_SERVER_URL", "DATABASE_URL",
-            "JWT_SECRET")  # fmt: skip
-    return Settings(_env_file=None, **{k.lower(): env[k] for k in keys if k in env})
+    """The settings the stack's processes will read from env."""
+    return Settings(
+        _env_file=None, **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+    )
 
 
 @dataclass

@@ -34,6 +34,13 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     )
 
 
+def metrics_runtime(port: int) -> Runtime | None:
+    """The SDK serves its own metrics (task latencies, polls, activity results) and ours on one port."""
+    if not port:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
+
+
 def build_worker(client: Client, settings: Settings) -> Worker:
     generation = GenerationActivities(settings)
     records = RecordActivities(create_sessionmaker(create_engine(settings.database_url)))
@@ -46,13 +53,7 @@ def build_worker(client: Client, settings: Settings) -> Worker:
 
 
 async def run_worker(settings: Settings) -> None:
-    # The SDK serves its own metrics (task latencies, polls, activity results) and ours on one port.
-    runtime = Runtime(
-        telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=f"127.0.0.1:{settings.worker_metrics_port}")
-        )
-    )
-    client = await connect(settings, runtime)
+    client = await connect(settings, metrics_runtime(settings.worker_metrics_port))
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

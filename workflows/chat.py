@@ -74,7 +74,9 @@ class ChatWorkflow:
         owner = workflow.memo_value("owner", None, type_hint=int | None)
         if workflow.patched("save-completion") and owner is not None:
             try:
-                await workflow.execute_activity_method(
+                # Local: a short database write, run in the same workflow task as the answer's
+                # arrival, saves a round trip through the server (about 50 ms here).
+                await workflow.execute_local_activity_method(
                     RecordActivities.save_completion,
                     SaveCompletionInput(owner=owner, request=request, result=result),
                     start_to_close_timeout=timedelta(seconds=30),

@@ -69,6 +69,7 @@ async def _start_chat(
             owner=user.id,
             task_queue=settings.task_queue,
             timeout_s=body.timeout_s,
+            eager=settings.api_hosts_worker,
         )
     except WorkflowAlreadyStartedError:
         # Only a job id from an idempotency key can exist already: that job is the answer.
