@@ -14,18 +14,25 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import openai
+from temporalio import activity, workflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from assistant.stack import Part, Stack, http_ok
 from tests.conftest import ADMIN_PASSWORD, RunningStack, free_port, stack_env, start_stack
+from workers.main import connect
 
 PROMPT = "Say hello."
 MAX_TOKENS = 16
 WARMUP = 10
+CONCURRENT = 20
+THROUGHPUT_REQUESTS = 200
 PROVIDER_IN_WORKER = "stack: provider call"
 
 
@@ -54,7 +61,21 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(running: RunningStack, fake_url: str, requests: int) -> dict[str, list[float]]:
+@activity.defn
+async def noop() -> None:
+    return None
+
+
+@workflow.defn
+class MinimalWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_local_activity(noop, start_to_close_timeout=timedelta(seconds=10))
+
+
+async def measure(
+    running: RunningStack, fake_url: str, requests: int
+) -> tuple[dict[str, list[float]], float]:
     model = running.settings.model_path(running.settings.local_chat_model).name
     direct_client = openai.AsyncOpenAI(
         base_url=f"{fake_url}/v1",
@@ -85,24 +106,58 @@ async def measure(running: RunningStack, fake_url: str, requests: int) -> dict[s
                 raise RuntimeError(f"POST /chat/ answered {response.status_code}: {response.text}")
             provider_ms.append(response.json()["latency_ms"])
 
-        paths = {"direct": direct, "stack": stack}
-        for _ in range(WARMUP):
-            for call in paths.values():
-                await call()
-        provider_ms.clear()
+        # Temporal's own floor on the same server: an eagerly started workflow running one local
+        # activity, on a worker in this process. The stack cannot be faster than this plus the call.
+        client = await connect(running.settings)
+        queue = f"bench-minimum-{uuid.uuid4().hex}"
+        worker = Worker(
+            client,
+            task_queue=queue,
+            workflows=[MinimalWorkflow],
+            activities=[noop],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
 
-        samples: dict[str, list[float]] = {name: [] for name in paths}
-        order = list(paths)
-        for _ in range(requests):
-            # Flipping the order each round spreads drift (GC, CPU frequency, neighbours) over both.
-            for name in order:
-                samples[name].append(await timed(paths[name]))
-            order.reverse()
-    samples[PROVIDER_IN_WORKER] = provider_ms
-    return samples
+        async def minimum() -> None:
+            await client.execute_workflow(
+                MinimalWorkflow.run,
+                id=f"bench-{uuid.uuid4().hex}",
+                task_queue=queue,
+                request_eager_start=True,
+            )
+
+        paths = {"direct": direct, "temporal minimum": minimum, "stack": stack}
+        async with worker:
+            for _ in range(WARMUP):
+                for call in paths.values():
+                    await call()
+            provider_ms.clear()
+            samples: dict[str, list[float]] = {name: [] for name in paths}
+            order = list(paths)
+            for _ in range(requests):
+                # Flipping the order each round spreads drift (GC, CPU frequency, neighbours) over all.
+                for name in order:
+                    samples[name].append(await timed(paths[name]))
+                order.reverse()
+        samples[PROVIDER_IN_WORKER] = provider_ms
+
+        # Throughput: CONCURRENT clients each sending POST /chat/ in a loop.
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_client_loop(stack, THROUGHPUT_REQUESTS // CONCURRENT) for _ in range(CONCURRENT))
+        )
+        throughput = THROUGHPUT_REQUESTS / (time.perf_counter() - started)
+    return samples, throughput
 
 
-def report(samples: dict[str, list[float]], requests: int, load: tuple[float, float]) -> None:
+async def _client_loop(call: Callable[[], Awaitable[None]], count: int) -> None:
+    for _ in range(count):
+        await call()
+
+
+def report(
+    samples: dict[str, list[float]], throughput: float, requests: int, load: tuple[float, float]
+) -> None:
     print("chat overhead: POST /chat/ through the stack vs a direct provider call")
     print(f"cpus {os.cpu_count()}  python {sys.version.split()[0]}  requests {requests} per path")
     # Other work on the machine skews both paths; the load average says whether a run was quiet.
@@ -118,6 +173,10 @@ def report(samples: dict[str, list[float]], requests: int, load: tuple[float, fl
     print()
     print(f"{'overhead (stack - direct)':<26}{stack[50] - direct[50]:>10.2f}{stack[95] - direct[95]:>10.2f}")
     print(f"{'ratio (stack / direct)':<26}{stack[50] / direct[50]:>9.1f}x{stack[95] / direct[95]:>9.1f}x")
+    floor = {p: percentile(samples["temporal minimum"], p) + direct[p] for p in (50, 95)}
+    print(f"{'stack / (minimum + direct)':<26}{stack[50] / floor[50]:>9.2f}x{stack[95] / floor[95]:>9.2f}x")
+    print(f"\nthroughput: {throughput:.1f} chat jobs/s with {CONCURRENT} concurrent clients "
+          f"({THROUGHPUT_REQUESTS} requests)")  # fmt: skip
 
 
 def main() -> None:
@@ -136,13 +195,9 @@ def main() -> None:
         running: RunningStack | None = None
         try:
             print("starting the stack ...", file=sys.stderr, flush=True)
-            env = stack_env(
-                var_dir,
-                MODEL_SERVER_URL=fake_url,
-                API_HOSTS_WORKER=os.environ.get("API_HOSTS_WORKER", "false"),
-            )
+            env = stack_env(var_dir, MODEL_SERVER_URL=fake_url)
             running = start_stack(var_dir, env, with_model_server=False)
-            samples = asyncio.run(measure(running, fake_url, args.requests))
+            samples, throughput = asyncio.run(measure(running, fake_url, args.requests))
             load_after = os.getloadavg()[0]
         except BaseException:
             # The logs live in the temporary directory, which is gone once this block ends.
@@ -154,7 +209,7 @@ def main() -> None:
             if running is not None:
                 running.stack.stop()
             fake.stop()
-    report(samples, args.requests, (load_before, load_after))
+    report(samples, throughput, args.requests, (load_before, load_after))
 
 
 if __name__ == "__main__":
