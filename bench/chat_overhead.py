@@ -24,8 +24,8 @@ import openai
 from temporalio import activity, workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from assistant.stack import Part, Stack, http_ok
-from tests.conftest import ADMIN_PASSWORD, RunningStack, free_port, stack_env, start_stack
+from tests.conftest import ADMIN_PASSWORD, RunningStack, stack_env, start_stack
+from tests.fakes.process import start_fake
 from workers.main import connect
 
 PROMPT = "Say hello."
@@ -34,21 +34,6 @@ WARMUP = 10
 CONCURRENT = 20
 THROUGHPUT_REQUESTS = 200
 PROVIDER_IN_WORKER = "stack: provider call"
-
-
-def start_fake(log_dir: Path) -> tuple[Stack, str]:
-    """The fake provider as a child process, with the stack's lifecycle (dies with us, SIGTERM/KILL)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)]
-    part = Part("fake-openai", command, http_ok(f"{url}/health"), start_timeout_s=30)
-    fake = Stack([part], log_dir=log_dir)
-    try:
-        fake.start()
-    except BaseException:
-        fake.stop()
-        raise
-    return fake, url
 
 
 def percentile(samples: list[float], p: int) -> float:

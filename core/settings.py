@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     local_embedding_model: str = "all-MiniLM-L6-v2"
     model_server_threads: int = 0  # 0: torch's default
 
+    # Providers. openai and gemini are configured when their key is set; ollama and local always are.
+    # A request's model is passed through as given; these are used when it names none.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_default_model: str = "gpt-4o-mini"
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/"
+    gemini_default_model: str = "gemini-2.0-flash"
+    ollama_base_url: str = "http://127.0.0.1:11434"
+    ollama_default_model: str = "mistral:7b-instruct-q4_K_M"
+    # GET /providers asks each provider for its models; an unreachable one must not hold the page up.
+    provider_check_timeout_s: float = 3.0
+
     # Chat defaults
     chat_default_provider: Literal["local"] = "local"
     chat_wait_s: float = 60.0

@@ -1,30 +1,33 @@
-"""A fake OpenAI-compatible server for tests and benchmarks: answers at once, with a fixed reply.
+"""A fake OpenAI server for tests and benchmarks, speaking OpenAI's chat-completions wire format.
 
-Run it as `python -m tests.fakes.openai_server --port N`; it serves GET /health, GET /v1/models and a
-non-streamed POST /v1/chat/completions for any model name.
+Run it as `python -m tests.fakes.openai_server --port N [--first-token-ms M]`. It serves GET /v1/models
+and POST /v1/chat/completions for any model name, whole or `stream: true` as server-sent events of
+`chat.completion.chunk` objects (with a usage chunk when `stream_options.include_usage` is set),
+ending with `data: [DONE]`. JSON mode (`response_format: {"type": "json_object"}`) answers JSON.
+Faults on demand and the record of requests are described in tests/fakes/control.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import time
 import uuid
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict
+from fastapi import FastAPI, Request, Response
 
-ANSWER = "Hello from the fake server."
+from tests.fakes.control import (
+    ANSWER_PIECES,
+    JSON_ANSWER_PIECES,
+    Control,
+    error_response,
+    serve,
+    streamed,
+    whole,
+)
+
+ANSWER = "".join(ANSWER_PIECES)
 MODEL = "fake-model"
-
-
-class ChatCompletionRequest(BaseModel):
-    # Clients send many optional fields (temperature, top_p, stop, seed, ...); none changes the answer.
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    messages: list[dict[str, Any]]
 
 
 def _tokens(text: str) -> int:
@@ -32,12 +35,43 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="fake OpenAI")
+def _error(fault: str, model: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """OpenAI's error bodies, as its API sends them."""
+    status, message, kind, code = {
+        "server_error": (
+            500,
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+        ),
+        "bad_key": (
+            401,
+            "Incorrect API key provided: sk-fake. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            "invalid_api_key",
+        ),
+        "unknown_model": (
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        "rate_limited": (
+            429,
+            f"Rate limit reached for {model} on requests per min (RPM): Limit 3, Used 3, "
+            "Requested 1. Please try again in 7s.",
+            "requests",
+            "rate_limit_exceeded",
+        ),
+    }[fault]
+    return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, {}
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+
+def create_app(first_token_delay_s: float = 0.0) -> FastAPI:
+    app = FastAPI(title="fake OpenAI")
+    control = Control(first_token_delay_s)
+    control.install(app)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -47,38 +81,64 @@ def create_app() -> FastAPI:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest) -> dict[str, Any]:
-        prompt_tokens = sum(_tokens(str(m.get("content") or "")) for m in request.messages)
-        completion_tokens = _tokens(ANSWER)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": ANSWER},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+    async def chat_completions(request: Request) -> Response:
+        body, fault = await control.receive(request)
+        model = str(body.get("model", ""))
+        failed = error_response(fault, model, _error)
+        if failed is not None:
+            return failed
+        await control.wait(fault)
+        json_mode = (body.get("response_format") or {}).get("type") == "json_object"
+        pieces = JSON_ANSWER_PIECES if json_mode else ANSWER_PIECES
+        answer = "".join(pieces)
+        prompt_tokens = sum(_tokens(str(m.get("content") or "")) for m in body.get("messages", []))
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": _tokens(answer),
+            "total_tokens": prompt_tokens + _tokens(answer),
         }
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not body.get("stream"):
+            return whole(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+                fault,
+            )
+
+        def event(delta: dict[str, str], finish_reason: str | None = None, usage: Any = None) -> str:
+            chunk: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+            if usage:
+                chunk["usage"] = usage
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        events = [event({"role": "assistant", "content": ""})]
+        events += [event({"content": piece}) for piece in pieces]
+        events.append(event({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(event({}, usage=usage))
+        events.append("data: [DONE]\n\n")
+        return streamed(events, fault, "text/event-stream")
 
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
-
-
 if __name__ == "__main__":
-    main()
+    serve(create_app, __doc__)
