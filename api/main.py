@@ -14,7 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api import streams
 from api.errors import install_error_handlers
-from api.routes import auth, chat, completions, health, jobs, openai_compat
+from api.routes import auth, chat, completions, health, jobs, openai_compat, providers
 from core.db import create_engine, create_sessionmaker
 from core.settings import Settings, get_settings
 from core.tables import Role
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (auth, chat, completions, jobs, openai_compat, health, streams):
+    for module in (auth, chat, completions, jobs, openai_compat, providers, health, streams):
         app.include_router(module.router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     return app

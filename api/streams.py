@@ -21,11 +21,9 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from api.errors import ApiError
 from core.jobs import failure_to_error
 from core.schemas import ChatResult, JobError, StreamBatch
-from core.security import stream_signature
+from core.security import STREAM_SIGNATURE_HEADER, stream_signature
 
 router = APIRouter(include_in_schema=False)
-
-SIGNATURE_HEADER = "X-Stream-Signature"  # what a streaming activity signs its posts with
 
 
 class StreamHub:
@@ -59,7 +57,7 @@ async def receive_deltas(
     job_id: str,
     batch: StreamBatch,
     request: Request,
-    signature: str = Header("", alias=SIGNATURE_HEADER),
+    signature: str = Header("", alias=STREAM_SIGNATURE_HEADER),
 ) -> Response:
     expected = stream_signature(request.app.state.jwt_secret, job_id)
     if not hmac.compare_digest(signature, expected):

@@ -42,6 +42,9 @@ def decode_access_token(token: str, secret: str) -> tuple[int, str]:
         raise InvalidToken(str(exc)) from exc
 
 
+STREAM_SIGNATURE_HEADER = "X-Stream-Signature"
+
+
 def stream_signature(secret: str, job_id: str) -> str:
     """Signs a job's streamed deltas, so only its own activity can write into the client's stream."""
     return hmac.new(secret.encode(), job_id.encode(), hashlib.sha256).hexdigest()

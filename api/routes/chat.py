@@ -13,11 +13,12 @@ from sse_starlette import EventSourceResponse
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.providers import get_provider
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.streams import Delta, JobStream, Restart, open_job_stream
 from core.jobs import failure_to_error, new_job_id, start_job
-from core.schemas import ChatRequest, ChatResult, JobAccepted, JobError
+from core.schemas import ChatInput, ChatRequest, ChatResult, JobAccepted, JobError, Target
 from workflows.chat import ChatWorkflow
 
 router = APIRouter(tags=["chat"])
@@ -46,6 +47,20 @@ def idempotent_job_id(owner: int, key: str) -> str:
     return "chat-" + hashlib.sha256(f"{owner}:{key}".encode()).hexdigest()[:32]
 
 
+def refuse_unsupported_params(request: ChatInput) -> None:
+    """A parameter a provider cannot honour is refused up front, never silently dropped."""
+    targets = request.compare or [Target(provider=request.provider, model=request.model), *request.fallback]
+    for target in targets:
+        unsupported = get_provider(target.provider).unsupported(request.params)
+        if unsupported:
+            raise ApiError(
+                422,
+                "unsupported_parameter",
+                f"{target.provider} cannot honour {', '.join(unsupported)}",
+                {"provider": target.provider, "parameters": unsupported},
+            )
+
+
 async def _start_chat(
     body: ChatRequest,
     user: CurrentUser,
@@ -59,6 +74,7 @@ async def _start_chat(
         job_id = idempotent_job_id(user.id, idempotency_key)
     request = body.to_workflow_input()
     request.stream_to = stream_to
+    refuse_unsupported_params(request)
     try:
         return await start_job(
             temporal,

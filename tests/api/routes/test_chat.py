@@ -111,7 +111,7 @@ async def test_a_provider_that_is_down_fails_the_job_after_bounded_retries(
         job = await wait_for_job(api, handle.id, user_headers, timeout_s=60)
     assert job["status"] == "failed"
     assert job["error"]["code"] == "provider_error"
-    assert "cannot connect" in job["error"]["message"]
+    assert "connect" in job["error"]["message"]
     # Temporal records the last attempt's start: the fourth, then no more.
     assert await activity_attempts(temporal, handle.id) == [4]
 
@@ -215,3 +215,18 @@ async def test_the_same_idempotency_key_gives_the_same_job(
     assert queued.json()["job_id"] == first.json()["job_id"]
     other = await api.post("/chat/", json=body, headers=user_headers)
     assert other.json()["job_id"] != first.json()["job_id"]
+
+
+async def test_a_parameter_the_provider_cannot_honour_is_a_422_naming_it(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    # The local model server has no penalties and no JSON mode.
+    body = {"prompt": "hi", "presence_penalty": 0.5, "response_format": "json_object"}
+    response = await api.post("/chat/", json=body, headers=user_headers)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_parameter"
+    assert error["details"] == {"provider": "local", "parameters": ["presence_penalty", "response_format"]}
+    honoured = await api.post("/chat/", json={"prompt": "hi", "stop": ["."], "seed": 1, "max_tokens": 8},
+                              headers=user_headers)  # fmt: skip
+    assert honoured.status_code == 200
