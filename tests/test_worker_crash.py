@@ -16,7 +16,7 @@ from tests.conftest import RunningStack
 async def test_job_survives_a_worker_killed_mid_call(
     api: httpx.AsyncClient, user_headers: dict, stack: RunningStack, temporal: Client
 ) -> None:
-    body = {"prompt": "Write a long story about a lighthouse keeper.", "max_tokens": 200, "temperature": 0}
+    body = {"prompt": "Write a long story about a lighthouse keeper.", "max_tokens": 60, "temperature": 0}
     job_id = (await api.post("/chat/async", json=body, headers=user_headers)).json()["job_id"]
     handle = temporal.get_workflow_handle(job_id)
     identity = ""
@@ -26,7 +26,7 @@ async def test_job_survives_a_worker_killed_mid_call(
             identity = pending[0].last_worker_identity
             break
         await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)  # well inside the provider call
+    await asyncio.sleep(0.5)  # inside the provider call (60 tokens take about 2 s here)
 
     # Whichever process runs the call (the worker, or the API's own worker of the fast path) dies.
     pid = int(identity.split("@", 1)[0])
@@ -38,7 +38,7 @@ async def test_job_survives_a_worker_killed_mid_call(
 
     job = await wait_for_job(api, job_id, user_headers, timeout_s=180)
     assert job["status"] == "completed"
-    assert len(job["result"]["text"]) > 100
+    assert len(job["result"]["text"]) > 20
     history = await temporal.get_workflow_handle(job_id).fetch_history()
     generate_starts = [
         e.activity_task_started_event_attributes.attempt

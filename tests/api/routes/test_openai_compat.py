@@ -49,3 +49,19 @@ async def test_a_bad_token_is_an_authentication_error(stack: RunningStack) -> No
     client = openai.AsyncOpenAI(base_url=f"{stack.api_url}/v1", api_key="not-a-token", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         await client.chat.completions.create(model="local", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_the_openai_sdk_streams_from_a_durable_job(sdk: openai.AsyncOpenAI) -> None:
+    messages = [{"role": "user", "content": "Write a short story about a cat."}]
+    stream = await sdk.chat.completions.create(
+        model="local", messages=messages, max_tokens=30, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 5
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["length"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 30
+    whole = await sdk.chat.completions.create(model="local", messages=messages, max_tokens=30, temperature=0)
+    assert text == whole.choices[0].message.content
