@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -49,6 +50,9 @@ def build_worker(client: Client, settings: Settings) -> Worker:
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
         activities=[generation.generate, records.save_completion],
+        # Heartbeats are how a cancel reaches a running provider call; the SDK's default throttle
+        # (0.8 x the heartbeat timeout) made that take 8 s.
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
     )
 
 

@@ -45,7 +45,7 @@ async def test_stream_delivers_tokens_while_the_job_runs(api: httpx.AsyncClient,
     # The same job, read by id, holds the same full text; and a plain call says the same.
     job = await wait_for_job(api, result["job_id"], user_headers)
     assert job["result"]["text"] == result["text"]
-    plain = await api.post("/chat/", json=ESSAY, headers=user_headers)
+    plain = await api.post("/chat/", json={**ESSAY, "wait_s": 600}, headers=user_headers)
     assert plain.json()["text"] == result["text"]
 
 
