@@ -147,8 +147,21 @@ async def chat_stream(
     disconnects loses nothing, the job goes on and its result stays readable by id."""
     if body.compare:
         raise ApiError(422, "invalid_request", "compare cannot be streamed; use POST /chat/")
+    stream = await start_chat_stream(body, request, user, temporal, settings, idempotency_key)
+    return EventSourceResponse(_sse_events(stream), ping=15)
+
+
+async def start_chat_stream(
+    body: ChatRequest,
+    request: Request,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    idempotency_key: str | None,
+) -> JobStream:
+    """Starts a chat job whose tokens come to this process, for any stream format to send on."""
     job_id = idempotent_job_id(user.id, idempotency_key) if idempotency_key else new_job_id("chat")
-    stream = await open_job_stream(
+    return await open_job_stream(
         request.app.state.streams,
         job_id,
         lambda url: _start_chat(
@@ -156,7 +169,6 @@ async def chat_stream(
         ),
         settings.api_internal_url,
     )
-    return EventSourceResponse(_sse_events(stream), ping=15)
 
 
 async def _sse_events(stream: JobStream):  # type: ignore[no-untyped-def]

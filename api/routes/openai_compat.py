@@ -18,9 +18,9 @@ from temporalio.client import WorkflowFailureError
 
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
-from api.routes.chat import IdempotencyKey, _start_chat, idempotent_job_id
-from api.streams import Delta, JobStream, open_job_stream
-from core.jobs import failure_to_error, new_job_id
+from api.routes.chat import IdempotencyKey, _start_chat, start_chat_stream
+from api.streams import Delta, JobStream
+from core.jobs import failure_to_error
 from core.schemas import ChatRequest, ChatResult, JobError, Message, ProviderName
 from core.settings import Settings
 
@@ -110,15 +110,7 @@ async def chat_completions(  # type: ignore[no-untyped-def]
     chat = body.to_chat_request(settings)
     created = int(time.time())
     if body.stream:
-        job_id = idempotent_job_id(user.id, idempotency_key) if idempotency_key else new_job_id("chat")
-        stream = await open_job_stream(
-            request.app.state.streams,
-            job_id,
-            lambda url: _start_chat(
-                chat, user, temporal, settings, idempotency_key, stream_to=url, job_id=job_id
-            ),
-            settings.api_internal_url,
-        )
+        stream = await start_chat_stream(chat, request, user, temporal, settings, idempotency_key)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_chunks(stream, body.model, created, include_usage), ping=15)
     handle = await _start_chat(chat, user, temporal, settings, idempotency_key)
