@@ -86,6 +86,24 @@ class Settings(BaseSettings):
     provider_timeout_s: float = 120.0
     provider_max_attempts: int = 4
 
+    # Documents: uploads, parsing and chunking (each limit hit is reported on the document, never silent).
+    upload_max_bytes: int = 50 * 1024 * 1024
+    upload_max_pages: int = 2000
+    parse_timeout_s: float = 120.0  # the parser runs in a child process killed past this
+    parse_memory_limit_mb: int = 2048  # address-space cap of that child (decompression bombs)
+    max_embed_chunks: int = 20_000  # per document
+    max_embed_tokens: int = 256  # the embedder's maximum input, in its own tokens
+    max_chunk_tokens: int = 200
+    chunk_overlap_tokens: int = 40
+    embed_batch_size: int = 32
+
+    # Vectors: Qdrant server when QDRANT_URL is set, else Qdrant's in-process engine under var_dir/qdrant,
+    # held by the one process that serves vector_task_queue.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    vector_task_queue: str = "ai-assistant-vectors"
+    embedding_model: str = "local/all-MiniLM-L6-v2"  # provider/model of a new collection's embedder
+
     # Vault (KV v2); VAULT_ADDR switches it on.
     vault_addr: str | None = None
     vault_token: SecretStr | None = None
