@@ -1,0 +1,33 @@
+"""Fusing ranked result lists (dense, sparse, ...) into one ranking.
+
+Weighted reciprocal rank fusion: an id at 1-based rank r of list i earns weights[i] / (k + r); an id
+absent from a list earns nothing from it. Ties are broken by id, so the order never depends on the
+order of dict iteration or of the input lists.
+"""
+
+from __future__ import annotations
+
+# RRF's rank offset: larger flattens the difference between the first ranks and the later ones.
+RRF_K = 60
+
+
+def fuse(
+    ranked_lists: list[list[tuple[str, float]]], weights: list[float], k: int
+) -> list[tuple[str, float]]:
+    """One ranking of every id in `ranked_lists` (each best first), as (id, fused score) best first.
+
+    `k` is RRF's rank offset (RRF_K unless tuned). Within one list, a repeated id keeps its best rank.
+    """
+    if len(ranked_lists) != len(weights):
+        raise ValueError(f"{len(ranked_lists)} ranked lists but {len(weights)} weights")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    fused: dict[str, float] = {}
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
+        seen: set[str] = set()
+        for rank, (doc_id, _score) in enumerate(ranked, start=1):
+            if doc_id in seen:
+                continue
+            seen.add(doc_id)
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
