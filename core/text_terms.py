@@ -168,23 +168,37 @@ def _to_sparse(weights: dict[int, float]) -> tuple[list[int], list[float]]:
 
 
 def document_sparse(
-    text: str, title: str | None = None, language: str | None = None
+    text: str,
+    title: str | None = None,
+    language: str | None = None,
+    *,
+    k1: float | None = None,
+    b: float | None = None,
+    avg_length: float | None = None,
+    title_weight: float | None = None,
 ) -> tuple[list[int], list[float]]:
-    """(indices, values) of a document's BM25 term saturation; title terms count TITLE_WEIGHT times."""
+    """(indices, values) of a document's BM25 term saturation; title terms count `title_weight` times.
+
+    The keyword arguments override the module constants (for tuning and settings).
+    """
+    k1 = BM25_K1 if k1 is None else k1
+    b = BM25_B if b is None else b
+    avg_length = BM25_AVG_LENGTH if avg_length is None else avg_length
+    title_weight = TITLE_WEIGHT if title_weight is None else title_weight
     language = language or detect_language(f"{title or ''}\n{text}")
     counts: Counter[str] = Counter()
     for term in terms(text, language):
         counts[term] += 1.0
     if title:
         for term in terms(title, language):
-            counts[term] += TITLE_WEIGHT
+            counts[term] += title_weight
     length = sum(counts.values())
-    norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length / BM25_AVG_LENGTH)
+    norm = k1 * (1.0 - b + b * length / avg_length)
     weights: dict[int, float] = {}
     for term, tf in counts.items():
         tid = term_id(term)
         # Two terms on one id (a hash collision) add up rather than overwrite each other.
-        weights[tid] = weights.get(tid, 0.0) + tf * (BM25_K1 + 1.0) / (tf + norm)
+        weights[tid] = weights.get(tid, 0.0) + tf * (k1 + 1.0) / (tf + norm)
     return _to_sparse(weights)
 
 

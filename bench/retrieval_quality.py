@@ -1,0 +1,423 @@
+"""Retrieval quality of the documents search: nDCG@10 of four retrievers on a public test collection.
+
+  (a) bm25   plain BM25 as BEIR's Elasticsearch baseline runs it: title and text as two fields,
+             English analyzer (lower case, English stop words, Porter stems), best field + 0.5 x other.
+  (b) dense  all-MiniLM-L6-v2, cosine over "title text".
+  (c) rrf    reciprocal rank fusion (k=60) of (a) and (b).
+  (d) ours   core.text_terms sparse vectors scored as Qdrant scores them (IDF modifier x stored
+             BM25 saturation) fused with (b) by core.fusion.fuse.
+
+"ours" is one function of (corpus, queries) -> run, so an HTTP-backed one can take its place.
+Collections live in bench/data/<name>/ in BEIR's layout; bench/data/README.md says where each came
+from. Run it as `python -m bench.retrieval_quality --collection cacm` (add --tune to search the
+fusion and sparse settings on the dev queries first; the test queries are only scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+import Stemmer
+
+from core import text_terms
+from core.fusion import RRF_K, fuse
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / "data"
+MODEL_DIR = ROOT / "models" / "all-MiniLM-L6-v2"
+CACHE = Path(os.environ.get("BENCH_CACHE", ROOT / "var" / "bench"))
+TOP = 100  # each retriever's depth; fusion sees the top TOP of each list
+NDCG_AT = 10
+# Fastest of 16/32/64/128 on this 2-core CPU (--probe-batch: 96, 67, 22, 35 docs/s on CACM).
+EMBED_BATCH = 16
+
+# "ours": fusion defaults, chosen on the dev queries (--tune); the sparse ones live in core.text_terms.
+OURS_DENSE_WEIGHT = 1.0
+OURS_SPARSE_WEIGHT = 1.0
+OURS_RRF_K = RRF_K
+
+# Counts published with each collection, checked on load so a truncated file cannot pass.
+EXPECTED: dict[str, tuple[int, int, int]] = {
+    "nfcorpus": (3633, 323, 12334),  # BEIR: documents, test queries, test judgements
+    "cacm": (3204, 52, 796),  # documents, judged queries, judgements
+}
+
+
+class Doc(TypedDict):
+    title: str
+    text: str
+
+
+Corpus = dict[str, Doc]
+Queries = dict[str, str]
+Qrels = dict[str, dict[str, int]]
+Run = dict[str, dict[str, float]]
+Retriever = Callable[[Corpus, Queries], Run]
+
+
+@dataclass
+class Collection:
+    name: str
+    corpus: Corpus
+    queries: Queries  # only judged queries
+    qrels: Qrels
+    dev: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    digest: str = ""
+
+
+def _jsonl(path: Path) -> Iterable[dict[str, str]]:
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load_collection(name: str) -> Collection:
+    """A collection from bench/data/<name>/ (corpus.jsonl.gz, queries.jsonl.gz, qrels/test.tsv.gz)."""
+    folder = DATA / name
+    corpus_path = folder / "corpus.jsonl.gz"
+    if not corpus_path.exists():
+        raise SystemExit(f"{corpus_path} is missing: see bench/data/README.md for where it comes from")
+    corpus: Corpus = {
+        d["_id"]: {"title": d.get("title") or "", "text": d.get("text") or ""} for d in _jsonl(corpus_path)
+    }
+    qrels: Qrels = {}
+    with gzip.open(folder / "qrels" / "test.tsv.gz", "rt", encoding="utf-8") as rows:
+        next(rows)  # header
+        for row in rows:
+            if row.strip():
+                qid, did, score = row.rstrip("\n").split("\t")
+                qrels.setdefault(qid, {})[did] = int(score)
+    queries = {q["_id"]: q["text"] for q in _jsonl(folder / "queries.jsonl.gz") if q["_id"] in qrels}
+    found = (len(corpus), len(queries), sum(len(v) for v in qrels.values()))
+    if name in EXPECTED and found != EXPECTED[name]:
+        raise SystemExit(f"{name}: found {found} (docs, queries, judgements), published {EXPECTED[name]}")
+    digest = hashlib.sha256(corpus_path.read_bytes()).hexdigest()[:16]
+    ids = sorted(queries, key=_natural)
+    dev_path = folder / "qrels" / "dev.tsv.gz"
+    if dev_path.exists():
+        dev: list[str] = []  # a published dev split would go here; none of ours has one yet
+        test = ids
+    else:
+        # No published dev split: every other judged query (by id order) tunes, the rest is held out.
+        dev, test = ids[0::2], ids[1::2]
+    return Collection(name, corpus, queries, qrels, dev, test, digest)
+
+
+def _natural(key: str) -> tuple[int, str]:
+    digits = re.sub(r"\D", "", key)
+    return (int(digits) if digits else 0, key)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def ndcg(run: Run, qrels: Qrels, qids: Iterable[str], k: int = NDCG_AT) -> float:
+    """Mean nDCG@k as trec_eval's ndcg_cut computes it: linear gains, log2(rank + 1) discount,
+    ties in score broken by descending document id; a query with no results scores 0."""
+    scores = []
+    for qid in qids:
+        judged = qrels.get(qid, {})
+        ranked = sorted(run.get(qid, {}).items(), key=lambda item: (-item[1], _desc(item[0])))[:k]
+        dcg = sum(judged.get(did, 0) / math.log2(rank + 2) for rank, (did, _) in enumerate(ranked))
+        ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:k]
+        idcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(ideal))
+        scores.append(dcg / idcg if idcg > 0 else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _desc(doc_id: str) -> tuple[int, ...]:
+    return tuple(-ord(ch) for ch in doc_id)
+
+
+def ndcg_checked(run: Run, qrels: Qrels, qids: list[str]) -> float:
+    """Our nDCG@10, refusing to report it if pytrec_eval disagrees."""
+    import pytrec_eval
+
+    mine = ndcg(run, qrels, qids)
+    wanted = {q: qrels[q] for q in qids}
+    evaluator = pytrec_eval.RelevanceEvaluator(wanted, {f"ndcg_cut.{NDCG_AT}"})
+    per_query = evaluator.evaluate({q: run.get(q, {}) for q in qids})
+    theirs = sum(per_query.get(q, {}).get(f"ndcg_cut_{NDCG_AT}", 0.0) for q in qids) / len(qids)
+    if abs(mine - theirs) > 1e-6:
+        raise AssertionError(f"nDCG@{NDCG_AT}: ours {mine:.6f}, pytrec_eval {theirs:.6f}")
+    return mine
+
+
+def top(scores: np.ndarray, ids: list[str], n: int = TOP) -> dict[str, float]:
+    n = min(n, len(ids))
+    best = np.argpartition(-scores, n - 1)[:n]
+    return {ids[i]: float(scores[i]) for i in best if scores[i] > 0 or n == len(ids)}
+
+
+def ranked(hits: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(hits.items(), key=lambda item: (-item[1], item[0]))
+
+
+# ---------------------------------------------------------------- (a) BEIR's BM25
+
+
+# Lucene's English stop set, which Elasticsearch's "english" analyzer uses.
+LUCENE_ENGLISH_STOP = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
+    "these they this to was will with".split()
+)
+_porter = Stemmer.Stemmer("porter")
+
+
+def english_analyzer(text: str) -> list[str]:
+    tokens = re.findall(r"\w+(?:'\w+)?", text.lower())
+    tokens = [t[:-2] if t.endswith("'s") else t for t in tokens]
+    return _porter.stemWords([t for t in tokens if t not in LUCENE_ENGLISH_STOP])
+
+
+def bm25_multifield(corpus: Corpus, queries: Queries) -> Run:
+    """BM25 (k1=1.2, b=0.75, Lucene's formula) per field, combined as multi_match best_fields with
+    tie_breaker 0.5, the query BEIR sends to Elasticsearch."""
+    import bm25s
+
+    ids = list(corpus)
+    fields = []
+    for name in ("title", "text"):
+        index = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+        index.index([english_analyzer(corpus[i][name]) or [""] for i in ids], show_progress=False)
+        fields.append(index)
+    run: Run = {}
+    for qid, text in queries.items():
+        tokens = english_analyzer(text)
+        per_field = []
+        for index in fields:
+            known = [t for t in tokens if t in index.vocab_dict]
+            per_field.append(index.get_scores(known) if known else np.zeros(len(ids)))
+        both = np.vstack(per_field)
+        combined = both.max(axis=0) + 0.5 * (both.sum(axis=0) - both.max(axis=0))
+        run[qid] = top(combined, ids)
+    return run
+
+
+# ---------------------------------------------------------------- (b) dense
+
+
+def _embedder():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(MODEL_DIR), device="cpu")
+
+
+def doc_text(doc: Doc) -> str:
+    return f"{doc['title']} {doc['text']}".strip()
+
+
+def corpus_embeddings(corpus: Corpus, digest: str, batch: int = EMBED_BATCH) -> np.ndarray:
+    """Normalised embeddings of every document in corpus order, cached per corpus file and model."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"minilm-{digest}-{len(corpus)}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = _embedder().encode(
+        [doc_text(d) for d in corpus.values()],
+        batch_size=batch,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+    )
+    np.save(path, vectors)
+    return vectors
+
+
+def dense_scores(corpus: Corpus, queries: Queries, digest: str) -> dict[str, np.ndarray]:
+    docs = corpus_embeddings(corpus, digest)
+    query_vectors = _embedder().encode(
+        list(queries.values()), batch_size=EMBED_BATCH, normalize_embeddings=True
+    )
+    return {qid: docs @ vec for qid, vec in zip(queries, query_vectors, strict=True)}
+
+
+def dense_run(corpus: Corpus, scores: dict[str, np.ndarray]) -> Run:
+    ids = list(corpus)
+    return {qid: top(s, ids) for qid, s in scores.items()}
+
+
+def probe_batch(
+    corpus: Corpus, sizes: tuple[int, ...] = (16, 32, 64, 128), sample: int = 512
+) -> dict[int, float]:
+    """Documents per second of the embedder at each batch size, on a sample of the corpus."""
+    model = _embedder()
+    texts = [doc_text(d) for d in itertools.islice(corpus.values(), sample)]
+    model.encode(texts[:32], batch_size=32)  # warm-up
+    speed = {}
+    for size in sizes:
+        started = time.perf_counter()
+        model.encode(texts, batch_size=size)
+        speed[size] = len(texts) / (time.perf_counter() - started)
+    return speed
+
+
+# ---------------------------------------------------------------- (c) RRF of (a) and (b)
+
+
+def rrf(runs: list[Run], k: int = 60) -> Run:
+    qids = set().union(*runs)
+    return {
+        qid: dict(fuse([ranked(r.get(qid, {})) for r in runs], [1.0] * len(runs), k)[:TOP]) for qid in qids
+    }
+
+
+# ---------------------------------------------------------------- (d) ours
+
+
+@dataclass(frozen=True)
+class OursConfig:
+    k1: float = text_terms.BM25_K1
+    b: float = text_terms.BM25_B
+    avg_length: float = text_terms.BM25_AVG_LENGTH
+    title_weight: float = text_terms.TITLE_WEIGHT
+    dense_weight: float = OURS_DENSE_WEIGHT
+    sparse_weight: float = OURS_SPARSE_WEIGHT
+    rrf_k: int = OURS_RRF_K
+
+
+class SparseIndex:
+    """The sparse side as Qdrant computes it: stored values times the IDF modifier's
+    ln(1 + (N - df + 0.5) / (df + 0.5)), summed over the query's terms (each valued 1)."""
+
+    def __init__(self, corpus: Corpus, config: OursConfig) -> None:
+        from scipy.sparse import csc_matrix
+
+        self.ids = list(corpus)
+        columns: dict[int, int] = {}
+        rows, cols, vals = [], [], []
+        for row, doc in enumerate(corpus.values()):
+            indices, values = text_terms.document_sparse(
+                doc["text"],
+                title=doc["title"] or None,
+                k1=config.k1,
+                b=config.b,
+                avg_length=config.avg_length,
+                title_weight=config.title_weight,
+            )
+            for index, value in zip(indices, values, strict=True):
+                rows.append(row)
+                cols.append(columns.setdefault(index, len(columns)))
+                vals.append(value)
+        self.columns = columns
+        self.matrix = csc_matrix((vals, (rows, cols)), shape=(len(self.ids), len(columns)))
+        n = len(self.ids)
+        df = np.diff(self.matrix.indptr)
+        self.idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    def scores(self, query: str) -> np.ndarray:
+        indices, values = text_terms.query_sparse(query)
+        query_vector = np.zeros(len(self.columns))
+        for index, value in zip(indices, values, strict=True):
+            if index in self.columns:
+                query_vector[self.columns[index]] = value
+        return self.matrix @ (query_vector * self.idf)
+
+
+def ours_from_parts(
+    corpus: Corpus, queries: Queries, dense: dict[str, np.ndarray], config: OursConfig, sparse: SparseIndex
+) -> Run:
+    ids = list(corpus)
+    run: Run = {}
+    for qid, text in queries.items():
+        dense_hits = ranked(top(dense[qid], ids))
+        sparse_hits = ranked(top(sparse.scores(text), ids))
+        fused = fuse([dense_hits, sparse_hits], [config.dense_weight, config.sparse_weight], config.rrf_k)
+        run[qid] = dict(fused[:TOP])
+    return run
+
+
+def make_ours(digest: str, config: OursConfig | None = None) -> Retriever:
+    """The product's hybrid search, in process: (corpus, queries) -> run."""
+    chosen = config or OursConfig()
+
+    def ours(corpus: Corpus, queries: Queries) -> Run:
+        return ours_from_parts(
+            corpus, queries, dense_scores(corpus, queries, digest), chosen, SparseIndex(corpus, chosen)
+        )
+
+    return ours
+
+
+def tune(collection: Collection, dense: dict[str, np.ndarray]) -> OursConfig:
+    """Grid search on the dev queries only; returns the best configuration."""
+    dev_queries = {q: collection.queries[q] for q in collection.dev}
+    best = (-1.0, OursConfig())
+    sparse_grid = itertools.product((0.9, 1.2, 1.5), (0.5, 0.75, 0.9), (50.0, 100.0, 200.0), (1.0, 2.0, 3.0))
+    for k1, b, avg_length, title_weight in sparse_grid:
+        base = OursConfig(k1=k1, b=b, avg_length=avg_length, title_weight=title_weight)
+        sparse = SparseIndex(collection.corpus, base)
+        for dense_weight, rrf_k in itertools.product((0.5, 0.75, 1.0, 1.5), (10, 30, 60)):
+            config = OursConfig(k1, b, avg_length, title_weight, dense_weight, 1.0, rrf_k)
+            run = ours_from_parts(collection.corpus, dev_queries, dense, config, sparse)
+            score = ndcg(run, collection.qrels, collection.dev)
+            if score > best[0]:
+                best = (score, config)
+    print(f"tuned on {len(collection.dev)} dev queries: nDCG@10 {best[0]:.4f} with {best[1]}")
+    return best[1]
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(collection: Collection, runs: dict[str, Run]) -> None:
+    base = None
+    sizes = f"judged queries dev {len(collection.dev)} / test {len(collection.test)}"
+    print(f"\n{collection.name}: {len(collection.corpus)} docs, {sizes}")
+    print(f"{'retriever':<8} {'nDCG@10 test':>13} {'vs bm25':>8} {'nDCG@10 dev':>12} {'nDCG@10 all':>12}")
+    everything = sorted(collection.queries, key=_natural)
+    for name, run in runs.items():
+        test = ndcg_checked(run, collection.qrels, collection.test)
+        dev = ndcg_checked(run, collection.qrels, collection.dev) if collection.dev else float("nan")
+        every = ndcg_checked(run, collection.qrels, everything)
+        base = base or test
+        print(f"{name:<8} {test:>13.4f} {test / base:>8.3f} {dev:>12.4f} {every:>12.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--collection", default="nfcorpus", choices=sorted(p.name for p in DATA.iterdir() if p.is_dir())
+    )
+    parser.add_argument("--tune", action="store_true", help="grid-search ours on the dev queries first")
+    parser.add_argument(
+        "--probe-batch", action="store_true", help="print embedder speed per batch size and stop"
+    )
+    args = parser.parse_args()
+    collection = load_collection(args.collection)
+    if args.probe_batch:
+        for size, per_second in probe_batch(collection.corpus).items():
+            print(f"batch {size:>4}: {per_second:7.1f} docs/s")
+        return
+    started = time.perf_counter()
+    dense = dense_scores(collection.corpus, collection.queries, collection.digest)
+    print(f"dense scores ready in {time.perf_counter() - started:.1f}s")
+    config = tune(collection, dense) if args.tune else OursConfig()
+    runs: dict[str, Run] = {}
+    runs["bm25"] = bm25_multifield(collection.corpus, collection.queries)
+    runs["dense"] = dense_run(collection.corpus, dense)
+    runs["rrf"] = rrf([runs["bm25"], runs["dense"]], k=60)
+    runs["ours"] = ours_from_parts(
+        collection.corpus, collection.queries, dense, config, SparseIndex(collection.corpus, config)
+    )
+    report(collection, runs)
+
+
+if __name__ == "__main__":
+    main()
