@@ -260,3 +260,33 @@ class UserOut(BaseModel):
     role: str
     is_active: bool
     created_at: datetime
+
+
+# Vectors
+
+
+class ChunkPoint(BaseModel):
+    """One chunk of a document, with its dense embedding, as the vector store keeps it."""
+
+    document_id: str = Field(min_length=1)
+    chunk_index: int = Field(ge=0)
+    owner: str
+    filename: str
+    title: str | None = None
+    page: int | None = None  # 1-based page the chunk starts on; None for sources without pages
+    text: str
+    language: str | None = None  # ISO 639-1; None: detected from the text
+    vector: list[float]
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    filename: str
+    title: str | None = None
+    page: int | None = None
+    chunk_index: int
+    text: str
+    language: str | None = None
+    score: float  # fused rank score: only the order it gives means something
+    dense_score: float | None = None  # cosine similarity, when the dense search found this chunk
+    sparse_score: float | None = None  # BM25 score, when the keyword search found this chunk
