@@ -290,3 +290,75 @@ class SearchHit(BaseModel):
     score: float  # fused rank score: only the order it gives means something
     dense_score: float | None = None  # cosine similarity, when the dense search found this chunk
     sparse_score: float | None = None  # BM25 score, when the keyword search found this chunk
+
+
+# Documents: parsing and chunking
+#
+# A long document's text does not fit in a Temporal payload (about 2 MB), so the parser writes it next to
+# the upload and the activities pass paths and counts: `ParsedDocument` and the chunks live on disk only.
+
+DocumentMediaType = Literal["application/pdf", "text/plain", "text/markdown"]
+
+
+class ParseRequest(BaseModel):
+    path: str  # the stored upload, on storage every worker that parses and chunks can read
+    media_type: DocumentMediaType
+    # Part of the job's history like every input: fine for a document's own password, not for a secret.
+    password: str | None = None
+
+
+class PageText(BaseModel):
+    page: int = Field(ge=1)
+    text: str = ""
+    error: str | None = None  # why the page has no text: scanned, blank, unreadable
+
+
+class ParsedDocument(BaseModel):
+    """What the parser read, stored as JSON at ParseResult.pages_path."""
+
+    page_count: int
+    pages: list[PageText]
+    warnings: list[str] = []
+
+
+class PageError(BaseModel):
+    page: int
+    error: str
+
+
+class ParseResult(BaseModel):
+    pages_path: str  # a ParsedDocument as JSON, next to the upload
+    page_count: int
+    text_pages: int  # pages with text
+    char_count: int
+    page_errors: list[PageError] = []
+    warnings: list[str] = []
+
+
+class ChunkRequest(BaseModel):
+    pages_path: str
+    # The embedder's tokenizer.json (or its model directory); None: the local embedding model's.
+    tokenizer_path: str | None = None
+    # None: the worker's settings (max_chunk_tokens, chunk_overlap_tokens, max_embed_tokens and
+    # max_embed_chunks).
+    max_chunk_tokens: int | None = Field(None, ge=8)
+    chunk_overlap_tokens: int | None = Field(None, ge=0)
+    max_embed_tokens: int | None = Field(None, ge=8)
+    max_chunks: int | None = Field(None, ge=1)
+
+
+class DocumentChunk(BaseModel):
+    chunk_index: int  # dense 0..n-1 in document order
+    page: int  # the page the chunk starts on (chunks do not span pages)
+    text: str
+    token_count: int  # in the embedder's own tokens, without its special tokens
+    char_start: int = 0  # text == page text[char_start:char_end]
+    char_end: int = 0
+
+
+class ChunkResult(BaseModel):
+    chunks_path: str  # JSON lines, one DocumentChunk each, in chunk_index order
+    chunk_count: int
+    token_count: int
+    truncated: bool = False  # the chunk limit stopped chunking before the end of the document
+    warnings: list[str] = []
