@@ -33,7 +33,7 @@ import numpy as np
 import Stemmer
 
 from core import text_terms
-from core.fusion import RRF_K, fuse
+from core.fusion import RRF_K, fuse, fuse_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -48,11 +48,13 @@ EMBED_BATCH = 16
 OURS_DENSE_WEIGHT = 1.0
 OURS_SPARSE_WEIGHT = 1.0
 OURS_RRF_K = RRF_K
+OURS_FUSION = "rrf"  # "rrf" (core.fusion.fuse) or "scores" (core.fusion.fuse_scores)
 
 # Counts published with each collection, checked on load so a truncated file cannot pass.
 EXPECTED: dict[str, tuple[int, int, int]] = {
     "nfcorpus": (3633, 323, 12334),  # BEIR: documents, test queries, test judgements
     "cacm": (3204, 52, 796),  # documents, judged queries, judgements
+    "cranfield": (1400, 225, 1837),
 }
 
 
@@ -288,6 +290,7 @@ class OursConfig:
     dense_weight: float = OURS_DENSE_WEIGHT
     sparse_weight: float = OURS_SPARSE_WEIGHT
     rrf_k: int = OURS_RRF_K
+    fusion: str = OURS_FUSION
 
 
 class SparseIndex:
@@ -336,7 +339,11 @@ def ours_from_parts(
     for qid, text in queries.items():
         dense_hits = ranked(top(dense[qid], ids))
         sparse_hits = ranked(top(sparse.scores(text), ids))
-        fused = fuse([dense_hits, sparse_hits], [config.dense_weight, config.sparse_weight], config.rrf_k)
+        weights = [config.dense_weight, config.sparse_weight]
+        if config.fusion == "scores":
+            fused = fuse_scores([dense_hits, sparse_hits], weights)
+        else:
+            fused = fuse([dense_hits, sparse_hits], weights, config.rrf_k)
         run[qid] = dict(fused[:TOP])
     return run
 
@@ -353,22 +360,26 @@ def make_ours(digest: str, config: OursConfig | None = None) -> Retriever:
     return ours
 
 
-def tune(collection: Collection, dense: dict[str, np.ndarray]) -> OursConfig:
-    """Grid search on the dev queries only; returns the best configuration."""
-    dev_queries = {q: collection.queries[q] for q in collection.dev}
-    best = (-1.0, OursConfig())
+def tune(collections: list[Collection], dense: dict[str, dict[str, np.ndarray]]) -> OursConfig:
+    """Grid search on the dev queries only (mean of each collection's dev nDCG@10)."""
+    fusions = [("rrf", w, k) for w in (0.5, 0.75, 1.0, 1.5) for k in (10, 30, 60)]
+    fusions += [("scores", w, RRF_K) for w in (0.5, 1.0, 1.5, 2.0, 3.0)]
+    totals: dict[OursConfig, float] = {}
     sparse_grid = itertools.product((0.9, 1.2, 1.5), (0.5, 0.75, 0.9), (50.0, 100.0, 200.0), (1.0, 2.0, 3.0))
     for k1, b, avg_length, title_weight in sparse_grid:
         base = OursConfig(k1=k1, b=b, avg_length=avg_length, title_weight=title_weight)
-        sparse = SparseIndex(collection.corpus, base)
-        for dense_weight, rrf_k in itertools.product((0.5, 0.75, 1.0, 1.5), (10, 30, 60)):
-            config = OursConfig(k1, b, avg_length, title_weight, dense_weight, 1.0, rrf_k)
-            run = ours_from_parts(collection.corpus, dev_queries, dense, config, sparse)
-            score = ndcg(run, collection.qrels, collection.dev)
-            if score > best[0]:
-                best = (score, config)
-    print(f"tuned on {len(collection.dev)} dev queries: nDCG@10 {best[0]:.4f} with {best[1]}")
-    return best[1]
+        for collection in collections:
+            dev_queries = {q: collection.queries[q] for q in collection.dev}
+            sparse = SparseIndex(collection.corpus, base)
+            for fusion, dense_weight, rrf_k in fusions:
+                config = OursConfig(k1, b, avg_length, title_weight, dense_weight, 1.0, rrf_k, fusion)
+                run = ours_from_parts(collection.corpus, dev_queries, dense[collection.name], config, sparse)
+                score = ndcg(run, collection.qrels, collection.dev) / len(collections)
+                totals[config] = totals.get(config, 0.0) + score
+    ranking = sorted(totals.items(), key=lambda item: -item[1])
+    for config, score in ranking[:5]:
+        print(f"dev nDCG@10 {score:.4f}  {config}")
+    return ranking[0][0]
 
 
 # ---------------------------------------------------------------- report
@@ -392,31 +403,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    names = sorted(p.name for p in DATA.iterdir() if p.is_dir())
+    complete = [n for n in names if (DATA / n / "corpus.jsonl.gz").exists()]
     parser.add_argument(
-        "--collection", default="nfcorpus", choices=sorted(p.name for p in DATA.iterdir() if p.is_dir())
+        "--collection", action="append", choices=names, help=f"default: {', '.join(complete)}"
     )
     parser.add_argument("--tune", action="store_true", help="grid-search ours on the dev queries first")
     parser.add_argument(
-        "--probe-batch", action="store_true", help="print embedder speed per batch size and stop"
+        "--probe-batch", action="store_true", help="print embedder speed per batch size, stop"
     )
     args = parser.parse_args()
-    collection = load_collection(args.collection)
+    collections = [load_collection(name) for name in args.collection or complete]
     if args.probe_batch:
-        for size, per_second in probe_batch(collection.corpus).items():
+        for size, per_second in probe_batch(collections[0].corpus).items():
             print(f"batch {size:>4}: {per_second:7.1f} docs/s")
         return
-    started = time.perf_counter()
-    dense = dense_scores(collection.corpus, collection.queries, collection.digest)
-    print(f"dense scores ready in {time.perf_counter() - started:.1f}s")
-    config = tune(collection, dense) if args.tune else OursConfig()
-    runs: dict[str, Run] = {}
-    runs["bm25"] = bm25_multifield(collection.corpus, collection.queries)
-    runs["dense"] = dense_run(collection.corpus, dense)
-    runs["rrf"] = rrf([runs["bm25"], runs["dense"]], k=60)
-    runs["ours"] = ours_from_parts(
-        collection.corpus, collection.queries, dense, config, SparseIndex(collection.corpus, config)
-    )
-    report(collection, runs)
+    dense = {c.name: dense_scores(c.corpus, c.queries, c.digest) for c in collections}
+    config = tune(collections, dense) if args.tune else OursConfig()
+    print(f"ours: {config}")
+    for collection in collections:
+        runs: dict[str, Run] = {}
+        runs["bm25"] = bm25_multifield(collection.corpus, collection.queries)
+        runs["dense"] = dense_run(collection.corpus, dense[collection.name])
+        runs["rrf"] = rrf([runs["bm25"], runs["dense"]], k=60)
+        sparse = SparseIndex(collection.corpus, config)
+        runs["ours"] = ours_from_parts(
+            collection.corpus, collection.queries, dense[collection.name], config, sparse
+        )
+        report(collection, runs)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,25 @@ def fuse(
             seen.add(doc_id)
             fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + rank)
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def fuse_scores(ranked_lists: list[list[tuple[str, float]]], weights: list[float]) -> list[tuple[str, float]]:
+    """Weighted sum of each list's scores scaled to [0, 1] by that list's own min and max.
+
+    Unlike rank fusion this keeps how far apart the scores are: a clear winner in one list stays a
+    clear winner. An id absent from a list gets 0 from it; a list whose scores are all equal gives 1.
+    """
+    if len(ranked_lists) != len(weights):
+        raise ValueError(f"{len(ranked_lists)} ranked lists but {len(weights)} weights")
+    fused: dict[str, float] = {}
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
+        if not ranked:
+            continue
+        best: dict[str, float] = {}
+        for doc_id, score in ranked:
+            best[doc_id] = max(score, best.get(doc_id, score))
+        low, high = min(best.values()), max(best.values())
+        for doc_id, score in best.items():
+            scaled = (score - low) / (high - low) if high > low else 1.0
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * scaled
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))

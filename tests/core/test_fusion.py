@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.fusion import fuse
+from core.fusion import fuse, fuse_scores
 
 
 def ids(fused: list[tuple[str, float]]) -> list[str]:
@@ -50,3 +50,22 @@ def test_repeated_id_in_one_list_counts_once() -> None:
 def test_mismatched_weights_are_refused() -> None:
     with pytest.raises(ValueError):
         fuse([[("a", 1.0)]], [1.0, 1.0], k=60)
+
+
+def test_score_fusion_keeps_score_gaps() -> None:
+    # Dense: a barely ahead of b. Sparse: b far ahead of a. Ranks tie, scores do not.
+    dense = [("a", 0.81), ("b", 0.80), ("c", 0.10)]
+    sparse = [("b", 20.0), ("a", 2.0), ("c", 1.0)]
+    assert ids(fuse([dense, sparse], [1.0, 1.0], k=60))[:2] == ["a", "b"]  # tie on ranks, id decides
+    fused = fuse_scores([dense, sparse], [1.0, 1.0])
+    assert ids(fused) == ["b", "a", "c"]
+    assert fused[0][1] == pytest.approx(0.70 / 0.71 + 1.0)
+    assert fused[-1][1] == pytest.approx(0.0)
+
+
+def test_score_fusion_weights_and_missing_ids() -> None:
+    dense = [("a", 0.9), ("b", 0.1)]
+    sparse = [("c", 3.0), ("b", 1.0)]
+    assert ids(fuse_scores([dense, sparse], [2.0, 1.0]))[0] == "a"
+    assert ids(fuse_scores([dense, sparse], [1.0, 2.0]))[0] == "c"
+    assert fuse_scores([[("x", 5.0)], []], [1.0, 1.0]) == [("x", 1.0)]
