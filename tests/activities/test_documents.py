@@ -1,8 +1,10 @@
 """Parsing and chunking activities on real-world files and on files built to hurt a parser.
 
-Every real-world file in tests/data/documents ends parsed or refused with its own reason. Hostile files
-(a looping page tree, a flate bomb, pages that eat memory or time) are stopped within their limits in
-the parser's child process, and this test process carries on.
+Every real-world file listed in tests/data/documents/README.md ends parsed or refused with its own
+reason; those files are not part of this repository: the tests that need them look in TEST_DOCUMENTS_DIR
+(default: tests/data/documents) and skip when they are not there. Hostile files (a looping page tree, a
+flate bomb, pages that eat memory or time) are built here and stopped within their limits in the parser's
+child process, and this test process carries on.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from core.chunking import load_tokenizer, read_chunks
 from core.schemas import ChunkRequest, ParsedDocument, ParseRequest, ParseResult
 from core.settings import Settings
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "documents"
+DATA = Path(
+    os.environ.get("TEST_DOCUMENTS_DIR") or Path(__file__).resolve().parent.parent / "data" / "documents"
+)
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -52,6 +56,8 @@ def upload(tmp_path: Path, name: str, data: bytes | None = None) -> Path:
     """A copy in tmp_path, as the API would store it: the parser writes its output next to it."""
     path = tmp_path / name
     if data is None:
+        if not (DATA / name).is_file():
+            pytest.skip(f"{name} is not in {DATA}: see tests/data/documents/README.md")
         shutil.copyfile(DATA / name, path)
     else:
         path.write_bytes(data)
@@ -157,6 +163,22 @@ def hundred_page_pdf(pages: int = 100) -> bytes:
 @pytest.fixture(scope="module")
 def long_pdf() -> bytes:
     return hundred_page_pdf()
+
+
+@pytest.fixture(scope="module")
+def short_pdf() -> bytes:
+    return hundred_page_pdf(pages=1)
+
+
+def png_image() -> bytes:
+    """A 16 by 16 grey PNG."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = (16).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    pixels = zlib.compress(b"".join(b"\x00" + bytes([128] * 16) for _ in range(16)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def parser_children() -> list[int]:
@@ -273,10 +295,9 @@ async def test_real_world_jbig2_bomb_is_contained(documents: DocumentActivities,
 
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.99])
 async def test_truncated_pdf_is_refused_as_damaged(
-    documents: DocumentActivities, tmp_path: Path, fraction: float
+    documents: DocumentActivities, tmp_path: Path, short_pdf: bytes, fraction: float
 ) -> None:
-    data = (DATA / "minimal-document.pdf").read_bytes()
-    path = upload(tmp_path, "cut.pdf", data[: int(len(data) * fraction)])
+    path = upload(tmp_path, "cut.pdf", short_pdf[: int(len(short_pdf) * fraction)])
     error = await refusal(documents, path)
     assert code_of(error) == "malformed"
     assert error.message.startswith("the PDF is damaged or truncated and cannot be read")
@@ -288,10 +309,17 @@ async def test_empty_file_is_refused(documents: DocumentActivities, tmp_path: Pa
         assert (code_of(error), error.message) == ("empty", "the file is empty")
 
 
-async def test_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
-    documents = DocumentActivities(make_settings(tmp_path, upload_max_bytes=10_000))
-    error = await refusal(documents, upload(tmp_path, "crazyones.pdf"))
-    assert (code_of(error), error.message) == ("too_large", "the file has 11 KB; the limit is 10 KB")
+async def test_file_over_the_size_limit_is_refused(tmp_path: Path, long_pdf: bytes) -> None:
+    documents = DocumentActivities(make_settings(tmp_path, upload_max_bytes=100 * 1024))
+    error = await refusal(documents, upload(tmp_path, "long.pdf", long_pdf))
+    assert code_of(error) == "too_large"
+    assert error.message == f"the file has {len(long_pdf) / 1024:.0f} KB; the limit is 100 KB"
+
+
+async def test_image_sent_as_pdf_is_refused(documents: DocumentActivities, tmp_path: Path) -> None:
+    error = await refusal(documents, upload(tmp_path, "photo.pdf", png_image()))
+    assert code_of(error) == "not_pdf"
+    assert error.message == "the file is not a PDF: it does not start with %PDF- (it looks like a PNG image)"
 
 
 @pytest.mark.parametrize(
@@ -464,9 +492,9 @@ async def test_chunk_cap_is_reported_not_silent(
 
 
 async def test_chunk_limits_that_cannot_work_are_refused(
-    documents: DocumentActivities, tmp_path: Path
+    documents: DocumentActivities, tmp_path: Path, short_pdf: bytes
 ) -> None:
-    parsed = await parse(documents, upload(tmp_path, "crazyones.pdf"))
+    parsed = await parse(documents, upload(tmp_path, "short.pdf", short_pdf))
     request = ChunkRequest(pages_path=parsed.pages_path, max_chunk_tokens=100, chunk_overlap_tokens=80)
     with pytest.raises(ApplicationError) as raised:
         await ActivityEnvironment().run(documents.chunk_document, request)
@@ -508,8 +536,8 @@ def test_a_few_bad_bytes_do_not_make_utf8_another_encoding() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        (DATA / "smile.png").read_bytes(),
-        (DATA / "crazyones.pdf").read_bytes(),
+        png_image(),
+        hundred_page_pdf(pages=1),
         random.Random(5).randbytes(4096),
     ],
     ids=["png", "pdf", "random"],
@@ -548,7 +576,7 @@ async def test_white_space_only_text_is_refused(documents: DocumentActivities, t
 
 
 async def test_binary_sent_as_text_is_refused(documents: DocumentActivities, tmp_path: Path) -> None:
-    error = await refusal(documents, upload(tmp_path, "smile.png"), media_type="text/plain")
+    error = await refusal(documents, upload(tmp_path, "photo.png", png_image()), media_type="text/plain")
     assert (code_of(error), error.message) == (
         "not_text",
         "the file is binary, not text (it looks like a PNG image)",
