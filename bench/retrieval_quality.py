@@ -49,6 +49,9 @@ OURS_DENSE_WEIGHT = 1.0
 OURS_SPARSE_WEIGHT = 1.0
 OURS_RRF_K = RRF_K
 OURS_FUSION = "rrf"  # "rrf" (core.fusion.fuse) or "scores" (core.fusion.fuse_scores)
+# Ingestion's chunking (settings.max_chunk_tokens / chunk_overlap_tokens); 0 keeps documents whole.
+OURS_CHUNK_TOKENS = 200
+CHUNK_OVERLAP_TOKENS = 40
 
 # Counts published with each collection, checked on load so a truncated file cannot pass.
 EXPECTED: dict[str, tuple[int, int, int]] = {
@@ -240,12 +243,14 @@ def corpus_embeddings(corpus: Corpus, digest: str, batch: int = EMBED_BATCH) -> 
     return vectors
 
 
+def query_embeddings(queries: Queries) -> dict[str, np.ndarray]:
+    vectors = _embedder().encode(list(queries.values()), batch_size=EMBED_BATCH, normalize_embeddings=True)
+    return dict(zip(queries, vectors, strict=True))
+
+
 def dense_scores(corpus: Corpus, queries: Queries, digest: str) -> dict[str, np.ndarray]:
     docs = corpus_embeddings(corpus, digest)
-    query_vectors = _embedder().encode(
-        list(queries.values()), batch_size=EMBED_BATCH, normalize_embeddings=True
-    )
-    return {qid: docs @ vec for qid, vec in zip(queries, query_vectors, strict=True)}
+    return {qid: docs @ vec for qid, vec in query_embeddings(queries).items()}
 
 
 def dense_run(corpus: Corpus, scores: dict[str, np.ndarray]) -> Run:
@@ -291,6 +296,44 @@ class OursConfig:
     sparse_weight: float = OURS_SPARSE_WEIGHT
     rrf_k: int = OURS_RRF_K
     fusion: str = OURS_FUSION
+    chunk_tokens: int = OURS_CHUNK_TOKENS
+
+
+@dataclass
+class Chunked:
+    """A corpus cut into chunks as ingestion cuts documents; a document scores as its best chunk."""
+
+    chunks: Corpus  # "<doc id>#<n>" -> title and the chunk's text
+    doc_ids: list[str]
+    starts: np.ndarray  # index of each document's first chunk, chunks of one document being adjacent
+
+    def per_doc(self, chunk_scores: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(chunk_scores, self.starts)
+
+
+def chunk_corpus(corpus: Corpus, chunk_tokens: int, overlap: int = CHUNK_OVERLAP_TOKENS) -> Chunked:
+    """Windows of `chunk_tokens` embedder tokens overlapping by `overlap`; 0 keeps documents whole."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    chunks: Corpus = {}
+    starts = []
+    for doc_id, doc in corpus.items():
+        starts.append(len(chunks))
+        offsets = tokenizer.encode(doc["text"], add_special_tokens=False).offsets if chunk_tokens else []
+        if len(offsets) <= chunk_tokens or not chunk_tokens:
+            chunks[f"{doc_id}#0"] = doc
+            continue
+        step = chunk_tokens - overlap
+        for n, first in enumerate(range(0, max(len(offsets) - overlap, 1), step)):
+            window = offsets[first : first + chunk_tokens]
+            chunks[f"{doc_id}#{n}"] = {
+                "title": doc["title"],
+                "text": doc["text"][window[0][0] : window[-1][1]],
+            }
+    return Chunked(chunks, list(corpus), np.array(starts))
 
 
 class SparseIndex:
@@ -332,13 +375,18 @@ class SparseIndex:
 
 
 def ours_from_parts(
-    corpus: Corpus, queries: Queries, dense: dict[str, np.ndarray], config: OursConfig, sparse: SparseIndex
+    chunked: Chunked,
+    queries: Queries,
+    query_vectors: dict[str, np.ndarray],
+    chunk_vectors: np.ndarray,
+    config: OursConfig,
+    sparse: SparseIndex,
 ) -> Run:
-    ids = list(corpus)
+    ids = chunked.doc_ids
     run: Run = {}
     for qid, text in queries.items():
-        dense_hits = ranked(top(dense[qid], ids))
-        sparse_hits = ranked(top(sparse.scores(text), ids))
+        dense_hits = ranked(top(chunked.per_doc(chunk_vectors @ query_vectors[qid]), ids))
+        sparse_hits = ranked(top(chunked.per_doc(sparse.scores(text)), ids))
         weights = [config.dense_weight, config.sparse_weight]
         if config.fusion == "scores":
             fused = fuse_scores([dense_hits, sparse_hits], weights)
@@ -353,28 +401,58 @@ def make_ours(digest: str, config: OursConfig | None = None) -> Retriever:
     chosen = config or OursConfig()
 
     def ours(corpus: Corpus, queries: Queries) -> Run:
-        return ours_from_parts(
-            corpus, queries, dense_scores(corpus, queries, digest), chosen, SparseIndex(corpus, chosen)
+        chunked = chunk_corpus(corpus, chosen.chunk_tokens)
+        vectors = corpus_embeddings(
+            chunked.chunks, f"{digest}-c{chosen.chunk_tokens}" if chosen.chunk_tokens else digest
         )
+        sparse = SparseIndex(chunked.chunks, chosen)
+        return ours_from_parts(chunked, queries, query_embeddings(queries), vectors, chosen, sparse)
 
     return ours
 
 
-def tune(collections: list[Collection], dense: dict[str, dict[str, np.ndarray]]) -> OursConfig:
+class Prepared:
+    """A collection's chunkings and embeddings, made once and shared by every configuration."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self.query_vectors = query_embeddings(collection.queries)
+        self._chunked: dict[int, tuple[Chunked, np.ndarray]] = {}
+
+    def chunked(self, chunk_tokens: int) -> tuple[Chunked, np.ndarray]:
+        if chunk_tokens not in self._chunked:
+            chunked = chunk_corpus(self.collection.corpus, chunk_tokens)
+            key = f"{self.collection.digest}-c{chunk_tokens}" if chunk_tokens else self.collection.digest
+            vectors = corpus_embeddings(chunked.chunks, key)
+            self._chunked[chunk_tokens] = (chunked, vectors)
+        return self._chunked[chunk_tokens]
+
+    def run(self, config: OursConfig, qids: Iterable[str], sparse: SparseIndex | None = None) -> Run:
+        chunked, vectors = self.chunked(config.chunk_tokens)
+        sparse = sparse or SparseIndex(chunked.chunks, config)
+        queries = {q: self.collection.queries[q] for q in qids}
+        return ours_from_parts(chunked, queries, self.query_vectors, vectors, config, sparse)
+
+
+def tune(prepared: list[Prepared]) -> OursConfig:
     """Grid search on the dev queries only (mean of each collection's dev nDCG@10)."""
     fusions = [("rrf", w, k) for w in (0.5, 0.75, 1.0, 1.5) for k in (10, 30, 60)]
     fusions += [("scores", w, RRF_K) for w in (0.5, 1.0, 1.5, 2.0, 3.0)]
     totals: dict[OursConfig, float] = {}
-    sparse_grid = itertools.product((0.9, 1.2, 1.5), (0.5, 0.75, 0.9), (50.0, 100.0, 200.0), (1.0, 2.0, 3.0))
-    for k1, b, avg_length, title_weight in sparse_grid:
-        base = OursConfig(k1=k1, b=b, avg_length=avg_length, title_weight=title_weight)
-        for collection in collections:
-            dev_queries = {q: collection.queries[q] for q in collection.dev}
-            sparse = SparseIndex(collection.corpus, base)
+    grid = itertools.product((0, 200), (1.2, 1.5), (0.5, 0.75), (100.0, 200.0), (1.0, 2.0, 3.0))
+    for chunk_tokens, k1, b, avg_length, title_weight in grid:
+        base = OursConfig(
+            k1=k1, b=b, avg_length=avg_length, title_weight=title_weight, chunk_tokens=chunk_tokens
+        )
+        for each in prepared:
+            chunked, _ = each.chunked(chunk_tokens)
+            sparse = SparseIndex(chunked.chunks, base)
             for fusion, dense_weight, rrf_k in fusions:
-                config = OursConfig(k1, b, avg_length, title_weight, dense_weight, 1.0, rrf_k, fusion)
-                run = ours_from_parts(collection.corpus, dev_queries, dense[collection.name], config, sparse)
-                score = ndcg(run, collection.qrels, collection.dev) / len(collections)
+                config = OursConfig(
+                    k1, b, avg_length, title_weight, dense_weight, 1.0, rrf_k, fusion, chunk_tokens
+                )
+                run = each.run(config, each.collection.dev, sparse)
+                score = ndcg(run, each.collection.qrels, each.collection.dev) / len(prepared)
                 totals[config] = totals.get(config, 0.0) + score
     ranking = sorted(totals.items(), key=lambda item: -item[1])
     for config, score in ranking[:5]:
@@ -418,18 +496,18 @@ def main() -> None:
         for size, per_second in probe_batch(collections[0].corpus).items():
             print(f"batch {size:>4}: {per_second:7.1f} docs/s")
         return
-    dense = {c.name: dense_scores(c.corpus, c.queries, c.digest) for c in collections}
-    config = tune(collections, dense) if args.tune else OursConfig()
+    prepared = [Prepared(c) for c in collections]
+    config = tune(prepared) if args.tune else OursConfig()
     print(f"ours: {config}")
-    for collection in collections:
+    for each in prepared:
+        collection = each.collection
         runs: dict[str, Run] = {}
         runs["bm25"] = bm25_multifield(collection.corpus, collection.queries)
-        runs["dense"] = dense_run(collection.corpus, dense[collection.name])
-        runs["rrf"] = rrf([runs["bm25"], runs["dense"]], k=60)
-        sparse = SparseIndex(collection.corpus, config)
-        runs["ours"] = ours_from_parts(
-            collection.corpus, collection.queries, dense[collection.name], config, sparse
+        runs["dense"] = dense_run(
+            collection.corpus, dense_scores(collection.corpus, collection.queries, collection.digest)
         )
+        runs["rrf"] = rrf([runs["bm25"], runs["dense"]], k=60)
+        runs["ours"] = each.run(config, collection.queries)
         report(collection, runs)
 
 
