@@ -26,7 +26,10 @@ STREAM_POST_TIMEOUT_S = 5.0
 async def _heartbeating(call: Awaitable[T]) -> T:
     """Awaits the call while heartbeating: a heartbeat is how a cancelled job's cancellation reaches
     this activity (and then, by closing the connection, the provider), and how a dead worker is
-    noticed within the heartbeat timeout instead of the whole start-to-close timeout."""
+    noticed within the heartbeat timeout instead of the whole start-to-close timeout.
+    A local activity has no heartbeats: its workflow task stands for it."""
+    if activity.info().is_local:
+        return await call
     task = asyncio.ensure_future(call)
     try:
         while True:

@@ -51,7 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_search_attributes(app.state.temporal, settings.temporal_namespace)
         # The chat fast path: a worker in this process runs the jobs this process starts eagerly,
         # sparing the two hand-overs through the server; other workers still serve everything else.
-        worker = build_worker(app.state.temporal, settings) if settings.api_hosts_worker else None
+        worker = (
+            build_worker(app.state.temporal, settings, sandboxed=False) if settings.api_hosts_worker else None
+        )
         running = asyncio.create_task(worker.run()) if worker else None
         yield
         if worker is not None and running is not None:

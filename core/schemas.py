@@ -105,6 +105,10 @@ class ChatInput(BaseModel):
     # Asked in parallel instead of provider and fallback; every answer is returned side by side.
     compare: list[Target] = []
     stream_to: str | None = None
+    # Provider calls as local activities, inside the workflow task: no round trip through the server
+    # per call. Sync requests use it for latency; a cancel then waits for the next workflow task
+    # heartbeat (seconds) instead of the activity's next heartbeat.
+    local_calls: bool = False
 
 
 class Attempt(BaseModel):

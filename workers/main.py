@@ -13,7 +13,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.generation import GenerationActivities
 from activities.records import RecordActivities
@@ -42,14 +42,19 @@ def metrics_runtime(port: int) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
 
 
-def build_worker(client: Client, settings: Settings) -> Worker:
+def build_worker(client: Client, settings: Settings, *, sandboxed: bool = True) -> Worker:
+    """`sandboxed=False` is for the API's own worker of the chat fast path: the sandbox costs about
+    7 ms per workflow here (a third of a sync chat's time). Worker processes keep it, and the replay
+    tests run every recorded history in it, so a non-deterministic call still fails CI."""
     generation = GenerationActivities(settings)
     records = RecordActivities(create_sessionmaker(create_engine(settings.database_url)))
+    runner = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
         activities=[generation.generate, records.save_completion],
+        **runner,  # type: ignore[arg-type]
         # Heartbeats are how a cancel reaches a running provider call; the SDK's default throttle
         # (0.8 x the heartbeat timeout) made that take 8 s.
         max_heartbeat_throttle_interval=timedelta(seconds=1),

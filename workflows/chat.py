@@ -55,14 +55,19 @@ def provider_order(request: ChatInput) -> list[Target]:
     return [Target(provider=request.provider, model=request.model), *request.fallback]
 
 
-def failure_reason(error: ActivityError) -> str:
+# A failed activity raises ActivityError with the activity's error as its cause; a failed local
+# activity raises the activity's ApplicationError itself.
+CallFailed = (ActivityError, ApplicationError)
+
+
+def failure_reason(error: ActivityError | ApplicationError) -> str:
     """What the provider said, not Temporal's wrapping of it."""
-    cause = error.cause
+    cause = error.cause if isinstance(error, ActivityError) else error
     return cause.message if isinstance(cause, ApplicationError | CancelledError) else str(error)
 
 
-def cancelled(error: ActivityError) -> bool:
-    return isinstance(error.cause, CancelledError)
+def cancelled(error: ActivityError | ApplicationError) -> bool:
+    return isinstance(error, ActivityError) and isinstance(error.cause, CancelledError)
 
 
 @workflow.defn
@@ -82,7 +87,7 @@ class ChatWorkflow:
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RECORD_RETRY,
                 )
-            except ActivityError as error:
+            except CallFailed as error:
                 if cancelled(error):
                     raise
                 # The answer matters more than its copy for export: the job still completes.
@@ -94,7 +99,7 @@ class ChatWorkflow:
         for target in provider_order(request):
             try:
                 answer = await self._generate(target, request)
-            except ActivityError as error:
+            except CallFailed as error:
                 if cancelled(error):
                     raise
                 attempts.append(
@@ -114,7 +119,7 @@ class ChatWorkflow:
         )
         answers: list[ChatAnswer] = []
         for target, outcome in zip(request.compare, outcomes, strict=True):
-            if isinstance(outcome, ActivityError):
+            if isinstance(outcome, CallFailed):
                 if cancelled(outcome):
                     raise outcome
                 answers.append(
@@ -134,15 +139,23 @@ class ChatWorkflow:
         return result
 
     async def _generate(self, target: Target, request: ChatInput) -> GenerateResult:
+        call = GenerateInput(
+            provider=target.provider,
+            model=target.model,
+            messages=chat_messages(request),
+            params=request.params,
+            stream_to=request.stream_to,
+        )
+        if request.local_calls:
+            return await workflow.execute_local_activity_method(
+                GenerationActivities.generate,
+                call,
+                start_to_close_timeout=GENERATE_TIMEOUT,
+                retry_policy=PROVIDER_RETRY,
+            )
         return await workflow.execute_activity_method(
             GenerationActivities.generate,
-            GenerateInput(
-                provider=target.provider,
-                model=target.model,
-                messages=chat_messages(request),
-                params=request.params,
-                stream_to=request.stream_to,
-            ),
+            call,
             start_to_close_timeout=GENERATE_TIMEOUT,
             heartbeat_timeout=GENERATE_HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,

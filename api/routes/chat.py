@@ -69,11 +69,13 @@ async def _start_chat(
     idempotency_key: str | None = None,
     stream_to: str | None = None,
     job_id: str | None = None,
+    local_calls: bool = False,
 ) -> WorkflowHandle:
     if idempotency_key is not None:
         job_id = idempotent_job_id(user.id, idempotency_key)
     request = body.to_workflow_input()
     request.stream_to = stream_to
+    request.local_calls = local_calls
     refuse_unsupported_params(request)
     try:
         return await start_job(
@@ -104,7 +106,8 @@ async def chat(  # type: ignore[no-untyped-def]
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ):
-    handle = await _start_chat(body, user, temporal, settings, idempotency_key)
+    # A caller is waiting: provider calls run inside the workflow task, saving a server round trip each.
+    handle = await _start_chat(body, user, temporal, settings, idempotency_key, local_calls=True)
     try:
         # The job runs on whatever happens here: giving up waiting never cancels it.
         return ChatResult.model_validate(await asyncio.wait_for(handle.result(), timeout=body.wait_s))

@@ -113,7 +113,7 @@ async def chat_completions(  # type: ignore[no-untyped-def]
         stream = await start_chat_stream(chat, request, user, temporal, settings, idempotency_key)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_chunks(stream, body.model, created, include_usage), ping=15)
-    handle = await _start_chat(chat, user, temporal, settings, idempotency_key)
+    handle = await _start_chat(chat, user, temporal, settings, idempotency_key, local_calls=True)
     try:
         result = ChatResult.model_validate(await handle.result())
     except WorkflowFailureError as exc:

@@ -230,8 +230,20 @@ async def test_pages_cover_every_job_once_newest_first(api: httpx.AsyncClient, a
         assert "page_token" in response.json()["error"]["message"]
 
 
+async def finished_async_job(api: httpx.AsyncClient, headers: dict, body: dict) -> dict:
+    job_id = (await api.post("/chat/async", json=body, headers=headers)).json()["job_id"]
+    for _ in range(1200):
+        job = (await api.get(f"/jobs/{job_id}", headers=headers)).json()
+        if job["status"] not in ("pending", "running"):
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job}")
+
+
 async def test_steps_of_a_completed_chat(api: httpx.AsyncClient, user_headers: dict) -> None:
-    result = await completed_job(api, user_headers)
+    # An async job calls its provider as a regular activity: its step has every timestamp.
+    job = await finished_async_job(api, user_headers, SHORT)
+    result = job["result"]
     response = await api.get(f"/jobs/{result['job_id']}/steps", headers=user_headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -249,7 +261,7 @@ async def test_steps_of_a_completed_chat(api: httpx.AsyncClient, user_headers: d
 async def test_steps_of_a_job_whose_provider_failed_show_the_error(
     api: httpx.AsyncClient, user_headers: dict
 ) -> None:
-    job_id = await failed_job(api, user_headers)
+    job_id = (await finished_async_job(api, user_headers, FAILS_AT_ONCE))["job_id"]
     body = (await api.get(f"/jobs/{job_id}/steps", headers=user_headers)).json()
     assert body["status"] == "failed"
     [generate] = body["steps"]
@@ -257,6 +269,19 @@ async def test_steps_of_a_job_whose_provider_failed_show_the_error(
     assert generate["attempts"] == 1  # a 404 from the provider is not retried
     assert "no-such-model" in generate["error"] and "does not exist" in generate["error"]
     assert generate["duration_ms"] is not None
+
+
+async def test_a_sync_chat_calls_its_provider_inside_the_workflow_task(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    # The fast path: local activities, recorded in history as markers and shown as steps all the same.
+    result = await completed_job(api, user_headers)
+    steps = (await api.get(f"/jobs/{result['job_id']}/steps", headers=user_headers)).json()["steps"]
+    assert [(s["name"], s["local"], s["status"], s["attempts"]) for s in steps] == [
+        ("generate", True, "completed", 1),
+        ("save_completion", True, "completed", 1),
+    ]
+    assert all(s["finished_at"] for s in steps)
 
 
 async def model_server_totals(stack: RunningStack) -> tuple[float, float, float]:
