@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -19,6 +20,9 @@ from temporalio.client import Client
 from assistant.stack import Stack, stack_parts, temporal_dev_server_command
 from core.settings import PROJECT_ROOT, Settings
 from workers.main import connect
+
+if TYPE_CHECKING:
+    from tests.fakes.process import FakeServer
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -103,12 +107,53 @@ def start_stack(var_dir: Path, env: dict[str, str], *, with_model_server: bool =
     return RunningStack(settings, env, stack, logs)
 
 
+FAKES = ("openai", "gemini", "ollama")
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def fake_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, FakeServer]]:
+    """Fake OpenAI, Gemini and Ollama servers on loopback, each its own process, for the session."""
+    from tests.fakes.process import FakeServer, start_fake  # it imports this module
+
+    logs = tmp_path_factory.mktemp("fake-logs")
+    started = []
+    try:
+        for name in FAKES:
+            started.append((name, *start_fake(logs, f"{name}_server")))
+        yield {name: FakeServer(url) for name, _, url in started}
+    finally:
+        for _, fake, _ in started:
+            fake.stop()
+
+
+def provider_env(fakes: dict[str, FakeServer]) -> dict[str, str]:
+    """Settings that point the three remote providers at their fakes."""
+    return {
+        "OPENAI_API_KEY": "sk-test-key",
+        "OPENAI_BASE_URL": f"{fakes['openai'].url}/v1",
+        "GEMINI_API_KEY": "gemini-test-key",
+        "GEMINI_BASE_URL": fakes["gemini"].url,
+        "OLLAMA_BASE_URL": fakes["ollama"].url,
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, fake_servers: dict[str, FakeServer]
+) -> Iterator[RunningStack]:
+    """The whole stack, with the local model real and the remote providers faked on loopback."""
     var_dir = tmp_path_factory.mktemp("var")
-    running = start_stack(var_dir, stack_env(var_dir))
+    running = start_stack(var_dir, stack_env(var_dir, **provider_env(fake_servers)))
     yield running
     running.stack.stop()
+
+
+@pytest.fixture
+async def fakes(fake_servers: dict[str, FakeServer]) -> dict[str, FakeServer]:
+    """The fakes with no queued faults and no recorded requests."""
+    for fake in fake_servers.values():
+        await fake.reset()
+    return fake_servers
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ import pytest
 from activities.providers import PROVIDER_NAMES, ProviderError, get_provider
 from core.schemas import GenerateInput, GenerateResult, GenerationParams, Message
 from core.settings import Settings
-from tests.activities.conftest import FAKES, settings_for_fakes
-from tests.conftest import RunningStack, free_port
+from tests.activities.conftest import settings_for_fakes
+from tests.conftest import FAKES, RunningStack, free_port
 from tests.fakes.control import ANSWER_PIECES, RETRY_AFTER_S
 from tests.fakes.process import FakeServer
 
