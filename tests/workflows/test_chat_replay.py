@@ -31,7 +31,7 @@ async def test_chat_workflow_replays_recorded_history(path: Path) -> None:
 
 
 def test_histories_cover_success_and_failure() -> None:
-    assert {p.stem for p in HISTORIES} >= {"chat_completed", "chat_provider_refused"}
+    assert {p.stem for p in HISTORIES} >= {"chat_completed", "chat_provider_refused", "chat_local_calls"}
 
 
 @workflow.defn(name="ChatWorkflow")
