@@ -18,6 +18,7 @@ test: $(INSTALLED) $(MODELS)
 
 bench: $(INSTALLED) $(MODELS)
 	$(BIN)/python -m bench.chat_overhead
+	$(BIN)/python -m bench.stream_first_token
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
