@@ -366,3 +366,58 @@ class ChunkResult(BaseModel):
     token_count: int
     truncated: bool = False  # the chunk limit stopped chunking before the end of the document
     warnings: list[str] = []
+
+
+# Retrieval: embedding batches, vector writes and searches
+#
+# Vectors, like chunk texts, travel on disk: a batch's vectors are written next to the chunks by the
+# worker that embedded them and read by the process that holds the vector store.
+
+
+class EmbedBatch(BaseModel):
+    chunks_path: str
+    start: int = Field(ge=0)  # chunk_index range [start, end)
+    end: int = Field(ge=1)
+    embedder: str  # "provider/model"
+
+
+class EmbeddedBatch(BaseModel):
+    vectors_path: str  # float32 .npy, one row per chunk of the batch
+    count: int
+    collection: str  # named after the embedder and its dimension
+
+
+class DocumentRef(BaseModel):
+    """What every chunk of a document carries into the store."""
+
+    document_id: str
+    owner: str
+    filename: str
+    title: str | None = None
+
+
+class UpsertBatch(BaseModel):
+    chunks_path: str
+    vectors_path: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)
+    embedder: str
+    document: DocumentRef
+
+
+class DeleteVectors(BaseModel):
+    collection: str
+    document_id: str
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(5, ge=1, le=100)
+    owner: str | None = None  # None: every owner's documents (admins)
+    document_ids: list[str] | None = None
+    filters: dict[str, str | int | list[str] | list[int]] | None = None
+    embedder: str
+
+
+class SearchResult(BaseModel):
+    hits: list[SearchHit]
