@@ -14,13 +14,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api import streams
 from api.errors import install_error_handlers
-from api.routes import auth, chat, completions, health, jobs, openai_compat, providers
+from api.routes import auth, chat, completions, documents, health, jobs, openai_compat, providers, search
 from core.db import create_engine, create_sessionmaker
 from core.settings import Settings, get_settings
 from core.tables import Role
 from core.temporal_setup import ensure_search_attributes
 from core.users import ensure_user
-from workers.main import build_worker, metrics_runtime
+from core.vector_store import VectorStore
+from workers.main import build_vector_worker, build_worker, metrics_runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = create_sessionmaker(engine)
         app.state.jwt_secret = settings.secret_value("jwt_secret")
         app.state.streams = streams.StreamHub()
-        # Lazy: the API starts and reports 503 on /health while Temporal is not reachable yet. A
-        # worker needs a connected client, so hosting one means Temporal must be up first.
+        # This process hosts workers (the chat fast path, and the vector store's activities), which
+        # need a connected client: the API starts once Temporal answers.
         app.state.temporal = await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
-            lazy=not settings.api_hosts_worker,
-            runtime=metrics_runtime(settings.api_worker_metrics_port) if settings.api_hosts_worker else None,
+            runtime=metrics_runtime(settings.api_worker_metrics_port),
         )
         if await ensure_user(
             app.state.sessions, settings.admin_username, settings.secret_value("admin_password"), Role.admin
@@ -51,14 +51,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_search_attributes(app.state.temporal, settings.temporal_namespace)
         # The chat fast path: a worker in this process runs the jobs this process starts eagerly,
         # sparing the two hand-overs through the server; other workers still serve everything else.
-        worker = (
-            build_worker(app.state.temporal, settings, sandboxed=False) if settings.api_hosts_worker else None
+        workers = (
+            [build_worker(app.state.temporal, settings, sandboxed=False)] if settings.api_hosts_worker else []
         )
-        running = asyncio.create_task(worker.run()) if worker else None
+        # The vector store admits one opener (Qdrant's in-process engine): this process. Searches read
+        # it directly; ingestion writes it through the activities of the vector task queue, served here.
+        app.state.vectors = VectorStore.open(settings)
+        workers.append(build_vector_worker(app.state.temporal, settings, app.state.vectors))
+        running = [asyncio.create_task(worker.run()) for worker in workers]
         yield
-        if worker is not None and running is not None:
-            await worker.shutdown()
-            await running
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        await asyncio.gather(*running)
+        app.state.vectors.close()
         await engine.dispose()
 
     app = FastAPI(
@@ -69,7 +73,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (auth, chat, completions, jobs, openai_compat, providers, health, streams):
+    for module in (
+        auth,
+        chat,
+        completions,
+        documents,
+        search,
+        jobs,
+        openai_compat,
+        providers,
+        health,
+        streams,
+    ):
         app.include_router(module.router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     return app

@@ -421,3 +421,58 @@ class SearchRequest(BaseModel):
 
 class SearchResult(BaseModel):
     hits: list[SearchHit]
+
+
+# Ingestion: an uploaded document through parse -> chunk -> embed -> upsert
+
+
+class IngestInput(BaseModel):
+    document_id: str
+    owner: int
+    sha256: str
+    filename: str
+    title: str | None = None
+    metadata: dict[str, Any] = {}
+    media_type: DocumentMediaType
+    size_bytes: int
+    upload_path: str  # on storage every worker can read
+    password: str | None = None
+    embedder: str
+    vector_task_queue: str  # workflows cannot read settings: the queue of the store's process
+    batch_size: int = Field(64, ge=1)  # chunks per embed activity
+
+
+class DocumentOutcome(BaseModel):
+    """What the ingestion job writes on the document at its end."""
+
+    document_id: str
+    status: Literal["completed", "failed"]
+    error: str | None = None
+    page_count: int | None = None
+    chunk_count: int | None = None
+    collection: str | None = None
+    page_errors: list[PageError] = []
+    warnings: list[str] = []
+
+
+class IngestProgress(BaseModel):
+    stage: Literal["registering", "parsing", "chunking", "embedding", "done", "failed"] = "registering"
+    pages: int | None = None
+    pages_with_text: int | None = None
+    chunks: int | None = None
+    chunks_embedded: int = 0
+
+
+class DeleteDocumentInput(BaseModel):
+    document_id: str
+    collection: str | None  # None: the job ended before any chunk was written
+    vector_task_queue: str
+
+
+class IngestResult(BaseModel):
+    document_id: str
+    page_count: int
+    chunk_count: int
+    collection: str | None = None
+    page_errors: list[PageError] = []
+    warnings: list[str] = []

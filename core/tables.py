@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Dialect, Float, ForeignKey, String, Text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -75,3 +86,39 @@ class Completion(Base):
     request: Mapped[dict] = mapped_column(JSON)
     usage: Mapped[dict] = mapped_column(JSON)
     answers: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class DocumentStatus(StrEnum):
+    processing = "processing"
+    completed = "completed"
+    failed = "failed"
+
+
+class Document(Base):
+    """An uploaded document. Its ingestion job writes this row: registered as processing at its first
+    step, completed or failed (with the reason) at its last."""
+
+    __tablename__ = "documents"
+    # The same file from the same owner is the same document.
+    __table_args__ = (UniqueConstraint("owner_id", "sha256", name="uq_documents_owner_sha256"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(255))
+    # `metadata` is taken by SQLAlchemy's declarative base; the column keeps the API's name.
+    meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    media_type: Mapped[str] = mapped_column(String(40))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    embedder: Mapped[str] = mapped_column(String(200))
+    collection: Mapped[str | None] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.processing)
+    error: Mapped[str | None] = mapped_column(Text)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    chunk_count: Mapped[int | None] = mapped_column(Integer)
+    page_errors: Mapped[list] = mapped_column(JSON, default=list)
+    warnings: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -15,15 +15,20 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.document_records import DocumentRecords
+from activities.documents import DocumentActivities
 from activities.generation import GenerationActivities
 from activities.records import RecordActivities
+from activities.retrieval import RetrievalActivities
 from core.db import create_engine, create_sessionmaker
 from core.settings import Settings
+from core.vector_store import VectorStore
 from workflows.chat import ChatWorkflow
+from workflows.ingestion import DeleteDocumentWorkflow, IngestionWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [ChatWorkflow]
+WORKFLOWS = [ChatWorkflow, IngestionWorkflow, DeleteDocumentWorkflow]
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -47,17 +52,40 @@ def build_worker(client: Client, settings: Settings, *, sandboxed: bool = True) 
     7 ms per workflow here (a third of a sync chat's time). Worker processes keep it, and the replay
     tests run every recorded history in it, so a non-deterministic call still fails CI."""
     generation = GenerationActivities(settings)
-    records = RecordActivities(create_sessionmaker(create_engine(settings.database_url)))
+    sessions = create_sessionmaker(create_engine(settings.database_url))
+    records = RecordActivities(sessions)
+    documents = DocumentActivities(settings)
+    document_records = DocumentRecords(settings, sessions)
+    retrieval = RetrievalActivities(settings)
     runner = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[generation.generate, records.save_completion],
+        activities=[
+            generation.generate,
+            records.save_completion,
+            documents.parse_document,
+            documents.chunk_document,
+            document_records.register_document,
+            document_records.finish_document,
+            document_records.forget_document,
+            retrieval.embed_chunks,
+        ],
         **runner,  # type: ignore[arg-type]
         # Heartbeats are how a cancel reaches a running provider call; the SDK's default throttle
         # (0.8 x the heartbeat timeout) made that take 8 s.
         max_heartbeat_throttle_interval=timedelta(seconds=1),
+    )
+
+
+def build_vector_worker(client: Client, settings: Settings, store: VectorStore) -> Worker:
+    """The activities that touch the vector store, for the one process that holds it."""
+    retrieval = RetrievalActivities(settings, store)
+    return Worker(
+        client,
+        task_queue=settings.vector_task_queue,
+        activities=[retrieval.upsert_chunks, retrieval.delete_document_vectors, retrieval.search_vectors],
     )
 
 
