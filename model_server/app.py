@@ -1,7 +1,8 @@
 """The model server: local models behind an OpenAI-compatible HTTP API.
 
 Routes: POST /v1/chat/completions (whole or `stream: true` as server-sent events in OpenAI's chunk
-format), POST /v1/embeddings, GET /v1/models, GET /health, GET /metrics. Errors use OpenAI's shape,
+format), POST /v1/embeddings (the default English embedder or the multilingual one, by `model`),
+GET /v1/models, GET /health, GET /metrics. Errors use OpenAI's shape,
 {"error": {"message", "type", "param", "code"}}, so OpenAI clients report them as they would OpenAI's.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,7 +26,15 @@ from sse_starlette import EventSourceResponse
 
 from core.settings import Settings
 from model_server import metrics
-from model_server.engine import ChatModel, EmbeddingModel, Generation, PromptTooLong, Sampling
+from model_server.engine import (
+    ChatModel,
+    E5EmbeddingModel,
+    EmbeddingModel,
+    Generation,
+    PromptTooLong,
+    Sampling,
+    SentenceEmbeddingModel,
+)
 
 
 class TextPart(BaseModel):
@@ -82,6 +91,10 @@ class EmbeddingRequest(BaseModel):
     input: str | list[str] = Field(min_length=1)
     # The OpenAI SDK asks for base64 unless told otherwise, and decodes it back into floats itself.
     encoding_format: Literal["float", "base64"] = "float"
+    # Not OpenAI's: what the texts are for. E5 models embed a search query and a stored passage with
+    # different prefixes; other models ignore it. "document" is accepted as another name for a passage,
+    # as some clients call it. From the OpenAI SDK: extra_body={"input_type": "query"}.
+    input_type: Literal["query", "passage", "document"] = "passage"
 
 
 class OpenAIError(HTTPException):
@@ -102,8 +115,21 @@ def create_app(settings: Settings) -> FastAPI:
         chat_name = settings.model_path(settings.local_chat_model).name
         embed_name = settings.model_path(settings.local_embedding_model).name
         models["chat"] = ChatModel(chat_name, settings.model_path(settings.local_chat_model))
-        models["embedding"] = EmbeddingModel(embed_name, settings.model_path(settings.local_embedding_model))
-        yield
+        models["embedding"] = SentenceEmbeddingModel(
+            embed_name, settings.model_path(settings.local_embedding_model)
+        )
+        if settings.local_multilingual_embedding_model:
+            # Loaded at start, not on first use: it maps a 72 MB file in about 10 ms, and a broken
+            # install then fails the start instead of a user's first request.
+            models["multilingual_embedding"] = E5EmbeddingModel(
+                settings.local_multilingual_embedding_model, settings.model_server_threads
+            )
+        try:
+            yield
+        finally:
+            for model in models.values():
+                if isinstance(model, EmbeddingModel):
+                    model.close()
 
     app = FastAPI(title="ai-assistant model server", lifespan=lifespan)
     Instrumentator().instrument(app).expose(app, include_in_schema=False)
@@ -200,37 +226,42 @@ def create_app(settings: Settings) -> FastAPI:
             "usage": _usage(generation),
         }
 
-    @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
-        model: EmbeddingModel = models["embedding"]
-        if body.model != model.name:
+    def embedding_model(name: str) -> EmbeddingModel:
+        embedders = {m.name: m for m in models.values() if isinstance(m, EmbeddingModel)}
+        if name not in embedders:
+            known = ", ".join(f"'{n}'" for n in embedders)
             raise OpenAIError(
                 404,
-                f"The model '{body.model}' does not exist; this server has '{model.name}'.",
+                f"The model '{name}' does not exist; this server embeds with {known}.",
                 "invalid_request_error",
                 "model_not_found",
                 "model",
             )
+        return embedders[name]
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        model = embedding_model(body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors = await model.embed(texts)
+        embedded = await model.embed(texts, "query" if body.input_type == "query" else "passage")
         metrics.EMBEDDED_TEXTS.labels(model.name).inc(len(texts))
-        tokens = model.count_tokens(texts)
-        encode = _base64_floats if body.encoding_format == "base64" else (lambda v: v)
+        if body.encoding_format == "base64":
+            data = [_base64_floats(row) for row in embedded.vectors]
+        else:
+            data = embedded.vectors.tolist()
         return {
             "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)
-            ],
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(data)],
             "model": model.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "usage": {"prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens},
         }
 
     return app
 
 
-def _base64_floats(vector: list[float]) -> str:
+def _base64_floats(vector: np.ndarray) -> str:
     # OpenAI's base64 embeddings are little-endian float32 values.
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
 
 
 def _usage(generation: Generation) -> dict[str, int]:
