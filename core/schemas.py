@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
 ProviderName = Literal["local", "openai", "gemini", "ollama"]
 
@@ -476,3 +476,121 @@ class IngestResult(BaseModel):
     collection: str | None = None
     page_errors: list[PageError] = []
     warnings: list[str] = []
+
+
+# RAG chat: a question answered from the caller's documents, citing them
+
+
+class RagRequest(BaseModel):
+    """POST /chat/rag and /chat/rag/async."""
+
+    question: str = Field(
+        min_length=1,
+        max_length=4000,
+        validation_alias=AliasChoices("question", "prompt"),
+        description='The question; "prompt" is accepted as another name for it.',
+    )
+    k: int = Field(5, ge=1, le=20, description="At most this many chunks are given to the model as sources.")
+    document_ids: list[str] | None = Field(
+        None, min_length=1, max_length=1000, description="Only these documents; omitted: all of the caller's."
+    )
+    all: bool = Field(False, description="Admins: search everyone's documents.")
+    provider: str = Field("local", description='A provider name, or "provider/model".')
+    model: str | None = Field(None, min_length=1, max_length=200)
+    fallback: list[str] = Field(
+        [], max_length=4, description="Providers tried in order if one fails for good."
+    )
+    # Low by default: the answer should say what the sources say, not invent around them.
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1, le=8192)
+    stop: list[str] | None = Field(None, max_length=4)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    timeout_s: float = Field(300.0, gt=0, le=24 * 3600, description="Bounds the whole job.")
+    wait_s: float = Field(
+        60.0, ge=0, le=600, description="How long POST /chat/rag waits before answering 202 with the job id."
+    )
+
+    @field_validator("provider", "fallback")
+    @classmethod
+    def _known_providers(cls, value: str | list[str]) -> str | list[str]:
+        for spec in [value] if isinstance(value, str) else value:
+            provider = spec.partition("/")[0]
+            if provider not in get_args(ProviderName):
+                raise ValueError(f"unknown provider {provider!r}; known: {', '.join(get_args(ProviderName))}")
+        return value
+
+    def chat_input(self) -> ChatInput:
+        """Who answers and how; RagChatWorkflow fills in the conversation."""
+        primary = Target.parse(self.provider)
+        if self.model is not None:
+            primary = Target(provider=primary.provider, model=self.model)
+        return ChatInput(
+            provider=primary.provider,
+            model=primary.model,
+            fallback=[Target.parse(spec) for spec in self.fallback],
+            params=GenerationParams(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_tokens,
+                stop=self.stop,
+                seed=self.seed,
+                presence_penalty=self.presence_penalty,
+                frequency_penalty=self.frequency_penalty,
+            ),
+        )
+
+
+class RagInput(BaseModel):
+    question: str
+    k: int = Field(5, ge=1, le=20)
+    owner: str | None  # whose documents; None: everyone's (admins)
+    document_ids: list[str] | None = None
+    embedder: str  # the collection's embedder, "provider/model"
+    vector_task_queue: str  # workflows cannot read settings: the queue of the store's process
+    # Chunks less similar than this to the question (cosine of the embedder's vectors) are never shown
+    # to the model; with none left, the answer says the documents hold nothing relevant.
+    min_relevance: float = 0.0
+    # Provider, fallback, generation params and local_calls of the answer; its messages are built from
+    # the sources.
+    chat: ChatInput = ChatInput()
+
+
+class Citation(BaseModel):
+    n: int  # the source's number, as the answer writes it: [n]
+    document_id: str
+    filename: str
+    page: int | None = None
+    excerpt: str  # a short passage of the source, where it bears most on the question
+
+
+class RagSource(BaseModel):
+    """A chunk given to the model as source [n]."""
+
+    n: int
+    document_id: str
+    filename: str
+    title: str | None = None
+    page: int | None = None
+    chunk_index: int
+    relevance: float  # cosine similarity to the question
+    text: str
+
+
+class RagResult(BaseModel):
+    job_id: str
+    text: str
+    citations: list[Citation] = []
+    # True when the answer cited no source by number and every source given is cited instead.
+    citations_inferred: bool = False
+    sources: list[RagSource] = []
+    # The answer's chat job; None when no model was asked (nothing relevant was found).
+    answer_job_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage = Usage()
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    attempts: list[Attempt] = []
