@@ -14,7 +14,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api import streams
 from api.errors import install_error_handlers
-from api.routes import auth, chat, completions, documents, health, jobs, openai_compat, providers, search
+from api.routes import (
+    auth,
+    chat,
+    completions,
+    documents,
+    health,
+    jobs,
+    openai_compat,
+    providers,
+    rag,
+    search,
+)
 from core.db import create_engine, create_sessionmaker
 from core.settings import Settings, get_settings
 from core.tables import Role
@@ -78,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chat,
         completions,
         documents,
+        rag,
         search,
         jobs,
         openai_compat,

@@ -25,10 +25,11 @@ from core.settings import Settings
 from core.vector_store import VectorStore
 from workflows.chat import ChatWorkflow
 from workflows.ingestion import DeleteDocumentWorkflow, IngestionWorkflow
+from workflows.rag import RagChatWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [ChatWorkflow, IngestionWorkflow, DeleteDocumentWorkflow]
+WORKFLOWS = [ChatWorkflow, IngestionWorkflow, DeleteDocumentWorkflow, RagChatWorkflow]
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:

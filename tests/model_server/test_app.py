@@ -23,7 +23,10 @@ def test_health_is_ok_and_names_the_loaded_models(model_server_url: str) -> None
     response = httpx.get(f"{model_server_url}/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "models": [CHAT_MODEL, EMBEDDING_MODEL]}
+    assert response.json() == {
+        "status": "ok",
+        "models": [CHAT_MODEL, EMBEDDING_MODEL, "multilingual-e5-small"],
+    }
 
 
 def test_metrics_count_a_generation_and_its_tokens(model_server_url: str, client: openai.OpenAI) -> None:
