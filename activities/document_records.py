@@ -33,7 +33,7 @@ class DocumentRecords:
         job_id = activity.info().workflow_id
         async with self.sessions() as session:
             document = await session.get(Document, request.document_id)
-            if document is not None and document.job_id != job_id:
+            if document is not None and document.job_id != job_id and not request.reindex:
                 if document.status != DocumentStatus.failed:
                     return False
             if document is None:

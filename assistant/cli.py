@@ -118,6 +118,22 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from assistant.reindex import reindex
+    from core.embeddings import EmbedderNotAvailable
+
+    settings = _settings()
+    try:
+        jobs = asyncio.run(reindex(settings, args.to, args.source, args.document))
+    except EmbedderNotAvailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for job in jobs:
+        print(job)
+    print(f"{len(jobs)} documents are being re-indexed with {args.to}; follow them at GET /jobs/{{id}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("username")
     admin.set_defaults(handler=cmd_create_admin)
+    reindex = commands.add_parser("reindex", help="move stored documents to another embedder")
+    reindex.add_argument("--to", required=True, help="provider/model, e.g. local/multilingual-e5-small")
+    reindex.add_argument("--from", dest="source", help="only documents of this embedder")
+    reindex.add_argument("--document", action="append", help="only this document (repeatable)")
+    reindex.set_defaults(handler=cmd_reindex)
     return parser
 
 

@@ -38,6 +38,24 @@ def split_embedder(embedder: str) -> tuple[str, str]:
     return provider, model
 
 
+def offered_embedders(settings: Settings) -> list[str]:
+    """Embedders a document can be indexed with here: the default, the local models, and OpenAI's
+    (any model name) once its key is set."""
+    offered = [settings.embedding_model, f"local/{settings.local_embedding_model}"]
+    if settings.local_multilingual_embedding_model:
+        offered.append(f"local/{settings.local_multilingual_embedding_model}")
+    return list(dict.fromkeys(offered))
+
+
+def check_embedder(settings: Settings, embedder: str) -> str:
+    """The embedder if this deployment offers it; EmbedderNotAvailable naming the choices if not."""
+    provider, _ = split_embedder(embedder)
+    if embedder in offered_embedders(settings) or (provider == "openai" and settings.openai_api_key):
+        return embedder
+    choices = ", ".join(offered_embedders(settings))
+    raise EmbedderNotAvailable(f"embedder {embedder!r} is not offered here; choose one of {choices}")
+
+
 def _endpoint(provider: str, settings: Settings) -> tuple[str, str]:
     if provider == "local":
         return f"{settings.model_server_url}/v1", settings.model_server_api_key.get_secret_value()

@@ -440,6 +440,10 @@ class IngestInput(BaseModel):
     embedder: str
     vector_task_queue: str  # workflows cannot read settings: the queue of the store's process
     batch_size: int = Field(64, ge=1)  # chunks per embed activity
+    # Re-indexing a stored document with another embedder: the job takes the document over, and once
+    # its new vectors are written, removes those of the collection it replaces.
+    reindex: bool = False
+    replaces_collection: str | None = None
 
 
 class DocumentOutcome(BaseModel):

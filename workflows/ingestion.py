@@ -176,6 +176,15 @@ class IngestionWorkflow:
             )
         if writing is not None:
             self._progress.chunks_embedded += await writing
+        replaced = request.replaces_collection
+        if replaced is not None and replaced != self._collection:
+            await workflow.execute_activity_method(
+                RetrievalActivities.delete_document_vectors,
+                DeleteVectors(collection=replaced, document_id=request.document_id),
+                task_queue=request.vector_task_queue,
+                start_to_close_timeout=UPSERT_TIMEOUT,
+                retry_policy=STEP_RETRY,
+            )
         return IngestResult(
             document_id=request.document_id,
             page_count=parsed.page_count,

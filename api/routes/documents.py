@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
+from core.embeddings import EmbedderNotAvailable, check_embedder
 from core.jobs import new_job_id, start_job
 from core.schemas import DeleteDocumentInput, DocumentMediaType, IngestInput, IngestProgress, PageError
 from core.settings import Settings
@@ -116,6 +117,13 @@ def media_type_of(filename: str, head: bytes) -> DocumentMediaType:
     return media_type
 
 
+def chosen_embedder(settings: Settings, embedder: str | None) -> str:
+    try:
+        return check_embedder(settings, embedder or settings.embedding_model)
+    except EmbedderNotAvailable as exc:
+        raise ApiError(422, "unknown_embedder", str(exc)) from None
+
+
 def parse_metadata(raw: str | None) -> dict[str, Any]:
     if not raw:
         return {}
@@ -181,11 +189,16 @@ async def upload_document(  # type: ignore[no-untyped-def]
     title: Annotated[str | None, Form(max_length=255)] = None,
     metadata: Annotated[str | None, Form(description="A JSON object kept with the document.")] = None,
     password: Annotated[str | None, Form(description="The password of an encrypted PDF.")] = None,
+    embedder: Annotated[
+        str | None,
+        Form(description="provider/model that indexes it, e.g. local/multilingual-e5-small for Russian."),
+    ] = None,
 ):
     filename = (file.filename or "upload").strip() or "upload"
     if len(filename) > 255:
         raise ApiError(422, "invalid_filename", "the file name is longer than 255 characters")
     meta = parse_metadata(metadata)
+    embedder = chosen_embedder(settings, embedder)
     staged, sha256, size, head = await receive(file, settings)
     try:
         media_type = media_type_of(filename, head)
@@ -211,7 +224,7 @@ async def upload_document(  # type: ignore[no-untyped-def]
         size_bytes=size,
         upload_path=str(stored),
         password=password,
-        embedder=settings.embedding_model,
+        embedder=embedder,
         vector_task_queue=settings.vector_task_queue,
     )
     handle = await start_job(

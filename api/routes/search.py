@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.retrieval import search
 from api.deps import CurrentUser, SettingsDep
 from api.errors import ApiError
+from api.routes.documents import chosen_embedder
 from core.schemas import SearchRequest
 from core.tables import Role, User
 
@@ -31,6 +32,7 @@ class SearchBody(BaseModel):
         None, description="Equalities on filename, title, page, chunk_index or language; a list matches any."
     )
     all: bool = Field(False, description="Admins: search everyone's documents.")
+    embedder: str | None = Field(None, description="Search the documents indexed by this embedder.")
 
 
 class Hit(BaseModel):
@@ -43,7 +45,8 @@ class Hit(BaseModel):
     text: str
 
 
-async def run_search(request: Request, user: User, body: SearchBody, embedder: str) -> list[Hit]:
+async def run_search(request: Request, user: User, body: SearchBody) -> list[Hit]:
+    embedder = chosen_embedder(request.app.state.settings, body.embedder)
     owner = None if body.all and user.role == Role.admin else str(user.id)
     query = SearchRequest(
         query=body.query,
@@ -66,7 +69,7 @@ async def run_search(request: Request, user: User, body: SearchBody, embedder: s
 async def search_post(
     body: SearchBody, request: Request, user: CurrentUser, settings: SettingsDep
 ) -> list[Hit]:
-    return await run_search(request, user, body, settings.embedding_model)
+    return await run_search(request, user, body)
 
 
 @router.get("/search/", response_model=list[Hit])
@@ -77,5 +80,6 @@ async def search_get(
     q: Annotated[str, Query(min_length=1, max_length=4000)],
     k: Annotated[int, Query(ge=1, le=100)] = 5,
     all: bool = False,
+    embedder: str | None = None,
 ) -> list[Hit]:
-    return await run_search(request, user, SearchBody(query=q, k=k, all=all), settings.embedding_model)
+    return await run_search(request, user, SearchBody(query=q, k=k, all=all, embedder=embedder))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import httpx
 from fpdf import FPDF
 
-from tests.conftest import new_user
+from core.settings import PROJECT_ROOT
+from tests.api.routes.test_chat import wait_for_job
+from tests.conftest import RunningStack, new_user
 
 PAGES = [
     "The lighthouse on Skerry Point was built in 1852 from granite quarried on the island.",
@@ -116,3 +120,50 @@ async def test_bad_uploads_fail_with_a_reason(api: httpx.AsyncClient, user_heade
         assert reason in document["error"], (name, document["error"])
         job = (await api.get(f"/jobs/{response.json()['job_id']}", headers=user_headers)).json()
         assert job["status"] == "failed" and reason in job["error"]["message"], job
+
+
+RUSSIAN = [
+    "Маяк на мысе Скерри построили в 1852 году из гранита, добытого на острове.",
+    "Смотрительница Агнес Мюррей поддерживала огонь всю великую бурю 1881 года.",
+]
+E5 = "local/multilingual-e5-small"
+
+
+async def test_a_russian_document_indexed_by_the_multilingual_embedder(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    response = await upload(api, user_headers, "mayak.txt", text_file(RUSSIAN), embedder=E5)
+    assert response.status_code == 202, response.text
+    document = await wait_for_document(api, response.json()["document_id"], user_headers)
+    assert document["status"] == "completed" and document["embedder"] == E5, document
+    params = {"q": "кто поддерживал огонь во время бури", "k": 1, "embedder": E5}
+    [hit] = (await api.get("/search/", params=params, headers=user_headers)).json()
+    assert hit["page"] == 2 and "Агнес" in hit["text"]
+    refused = await upload(api, user_headers, "x.txt", b"text", embedder="local/no-such-embedder")
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_embedder"
+
+
+async def test_reindex_moves_a_document_to_another_embedder(
+    api: httpx.AsyncClient, user_headers: dict, stack: RunningStack
+) -> None:
+    pages = ["Reindexing note: the Brannock lighthouse lens came from Paris in 1869."]
+    response = await upload(api, user_headers, "brannock.txt", text_file(pages))
+    document_id = response.json()["document_id"]
+    assert (await wait_for_document(api, document_id, user_headers))["status"] == "completed"
+
+    command = [sys.executable, "-m", "assistant", "reindex", "--to", E5, "--document", document_id]
+    done = await asyncio.to_thread(
+        subprocess.run, command, env=stack.env, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    [job_id] = [line for line in done.stdout.splitlines() if line.startswith("ingest-")]
+    job = await wait_for_job(api, job_id, user_headers, timeout_s=300)
+    assert job["status"] == "completed", job
+
+    document = (await api.get(f"/documents/{document_id}", headers=user_headers)).json()
+    assert document["embedder"] == E5 and document["job_id"] == job_id and document["chunk_count"] == 1
+    query = {"q": "Brannock lighthouse lens", "k": 5}
+    found = (await api.get("/search/", params={**query, "embedder": E5}, headers=user_headers)).json()
+    assert [h["document_id"] for h in found] == [document_id]
+    # The old collection no longer holds it.
+    assert (await api.get("/search/", params=query, headers=user_headers)).json() == []
