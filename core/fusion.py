@@ -7,8 +7,17 @@ order of dict iteration or of the input lists.
 
 from __future__ import annotations
 
+import math
+
 # RRF's rank offset: larger flattens the difference between the first ranks and the later ones.
 RRF_K = 60
+# Weights of the hybrid search's two lists (bench/retrieval_quality.py --tune, on dev queries).
+DENSE_WEIGHT = 0.75
+SPARSE_WEIGHT = 1.0
+# Pseudo-relevance feedback: the dense query is moved toward the vectors of the first PRF_DOCS fused
+# hits (weight PRF_WEIGHT against the query's own 1) and searched again; 0 docs turns it off.
+PRF_DOCS = 3
+PRF_WEIGHT = 1.0
 
 
 def fuse(
@@ -53,3 +62,20 @@ def fuse_scores(ranked_lists: list[list[tuple[str, float]]], weights: list[float
             scaled = (score - low) / (high - low) if high > low else 1.0
             fused[doc_id] = fused.get(doc_id, 0.0) + weight * scaled
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def feedback_vector(query: list[float], hits: list[list[float]], weight: float = PRF_WEIGHT) -> list[float]:
+    """The query vector moved toward the mean of the top hits' vectors, unit length (Rocchio).
+
+    Searching again with it finds documents like the best first answers, which the query's own
+    wording may have missed. With no hits the query comes back normalised.
+    """
+    moved = list(query)
+    if hits:
+        for vector in hits:
+            if len(vector) != len(query):
+                raise ValueError(f"hit vector has {len(vector)} dimensions, query has {len(query)}")
+            for i, value in enumerate(vector):
+                moved[i] += weight * value / len(hits)
+    norm = math.sqrt(sum(v * v for v in moved))
+    return [v / norm for v in moved] if norm > 0 else moved

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.fusion import fuse, fuse_scores
+from core.fusion import feedback_vector, fuse, fuse_scores
 
 
 def ids(fused: list[tuple[str, float]]) -> list[str]:
@@ -69,3 +69,22 @@ def test_score_fusion_weights_and_missing_ids() -> None:
     assert ids(fuse_scores([dense, sparse], [2.0, 1.0]))[0] == "a"
     assert ids(fuse_scores([dense, sparse], [1.0, 2.0]))[0] == "c"
     assert fuse_scores([[("x", 5.0)], []], [1.0, 1.0]) == [("x", 1.0)]
+
+
+def test_feedback_vector_moves_the_query_toward_the_hits() -> None:
+    query = [1.0, 0.0, 0.0]
+    hits = [[0.0, 1.0, 0.0], [0.0, 0.6, 0.8]]
+    moved = feedback_vector(query, hits, weight=1.0)
+    assert sum(v * v for v in moved) == pytest.approx(1.0)
+    # Unit query plus the hits' mean (0, 0.8, 0.4), normalised.
+    norm = (1 + 0.64 + 0.16) ** 0.5
+    assert moved == pytest.approx([1 / norm, 0.8 / norm, 0.4 / norm])
+    # Closer to the hits than the query was, still closest to the query itself.
+    assert moved[1] > 0 and moved[0] > moved[1]
+
+
+def test_feedback_vector_without_hits_or_weight_is_the_normalised_query() -> None:
+    assert feedback_vector([3.0, 4.0], []) == pytest.approx([0.6, 0.8])
+    assert feedback_vector([3.0, 4.0], [[1.0, 0.0]], weight=0.0) == pytest.approx([0.6, 0.8])
+    with pytest.raises(ValueError):
+        feedback_vector([1.0, 0.0], [[1.0, 0.0, 0.0]])
