@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.conftest import RunningStack
@@ -12,7 +14,12 @@ async def test_metrics_are_served_by_the_api_and_the_worker(
 ) -> None:
     chat = await api.post("/chat/", json={"prompt": "hi", "max_tokens": 4}, headers=user_headers)
     assert chat.status_code == 200
-    api_metrics = (await api.get("/metrics")).text
+    # The request's metrics are recorded once its response has gone out: a moment after we read it.
+    for _ in range(50):
+        api_metrics = (await api.get("/metrics")).text
+        if 'handler="/chat/"' in api_metrics:
+            break
+        await asyncio.sleep(0.1)
     assert 'handler="/chat/"' in api_metrics and "http_requests_total" in api_metrics
     ports = (stack.settings.worker_metrics_port, stack.settings.api_worker_metrics_port)
     async with httpx.AsyncClient() as client:
