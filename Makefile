@@ -19,6 +19,7 @@ test: $(INSTALLED) $(MODELS)
 bench: $(INSTALLED) $(MODELS)
 	$(BIN)/python -m bench.chat_overhead
 	$(BIN)/python -m bench.stream_first_token
+	$(BIN)/python -m bench.documents
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
