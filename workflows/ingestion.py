@@ -10,6 +10,7 @@ the document too. DeleteDocumentWorkflow removes a document's vectors, then its 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import timedelta
 
 from temporalio import workflow
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         DocumentOutcome,
         DocumentRef,
         EmbedBatch,
+        EmbeddedBatch,
         IngestInput,
         IngestProgress,
         IngestResult,
@@ -47,6 +49,7 @@ EMBED_TIMEOUT = timedelta(minutes=10)
 UPSERT_TIMEOUT = timedelta(minutes=2)
 # Each long step heartbeats; a worker that died is noticed after this, not after the whole timeout.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+EMBED_WINDOW = 2  # embedding batches in flight at once
 
 
 def failure_reason(error: BaseException) -> str:
@@ -143,18 +146,21 @@ class IngestionWorkflow:
             filename=request.filename,
             title=request.title,
         )
-        # The next batch is embedded while the previous one is written: the store's process and the
-        # embedder work side by side.
+        batches = [
+            (start, min(start + request.batch_size, chunked.chunk_count))
+            for start in range(0, chunked.chunk_count, request.batch_size)
+        ]
+        # Two batches are in flight at the embedder, so it never idles while one result travels back
+        # and the next request is scheduled; each batch is written while later ones are embedded.
+        embedding: deque[asyncio.Task[EmbeddedBatch]] = deque()
+        for start, end in batches[:EMBED_WINDOW]:
+            embedding.append(self._embed(chunked.chunks_path, start, end, request.embedder))
         writing: asyncio.Task[int] | None = None
-        for start in range(0, chunked.chunk_count, request.batch_size):
-            end = min(start + request.batch_size, chunked.chunk_count)
-            embedded = await workflow.execute_activity_method(
-                RetrievalActivities.embed_chunks,
-                EmbedBatch(chunks_path=chunked.chunks_path, start=start, end=end, embedder=request.embedder),
-                start_to_close_timeout=EMBED_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=STEP_RETRY,
-            )
+        for index, (start, end) in enumerate(batches):
+            embedded = await embedding.popleft()
+            if index + EMBED_WINDOW < len(batches):
+                start_next, end_next = batches[index + EMBED_WINDOW]
+                embedding.append(self._embed(chunked.chunks_path, start_next, end_next, request.embedder))
             self._collection = embedded.collection
             if writing is not None:
                 self._progress.chunks_embedded += await writing
@@ -192,6 +198,17 @@ class IngestionWorkflow:
             collection=self._collection,
             page_errors=parsed.page_errors,
             warnings=[*parsed.warnings, *chunked.warnings],
+        )
+
+    def _embed(self, chunks_path: str, start: int, end: int, embedder: str) -> asyncio.Task[EmbeddedBatch]:
+        return asyncio.ensure_future(
+            workflow.execute_activity_method(
+                RetrievalActivities.embed_chunks,
+                EmbedBatch(chunks_path=chunks_path, start=start, end=end, embedder=embedder),
+                start_to_close_timeout=EMBED_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=STEP_RETRY,
+            )
         )
 
     async def _finish(self, outcome: DocumentOutcome) -> None:
