@@ -2,49 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
-from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import WorkflowHandle
 
 from activities.providers import get_provider
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.job_requests import (
+    IdempotencyKey,
+    accepted,
+    answer_or_accepted,
+    idempotent_job_id,
+    start_request_job,
+)
 from api.streams import Delta, JobStream, Restart, open_job_stream
-from core.jobs import failure_to_error, new_job_id, start_job
+from core.jobs import new_job_id
 from core.schemas import ChatInput, ChatRequest, ChatResult, JobAccepted, JobError, Target
 from workflows.chat import ChatWorkflow
 
 router = APIRouter(tags=["chat"])
-
-# How a failed job's error code maps to the HTTP status of a sync call.
-_FAILURE_STATUS = {"provider_error": 502, "step_timeout": 504}
-
-
-def accepted(job_id: str) -> JSONResponse:
-    body = JobAccepted(job_id=job_id, status_url=f"/inference/{job_id}")
-    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.status_url})
-
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="The same key from the same user gives the same job, never a second call.",
-    ),
-]
-
-
-def idempotent_job_id(owner: int, key: str) -> str:
-    return "chat-" + hashlib.sha256(f"{owner}:{key}".encode()).hexdigest()[:32]
 
 
 def refuse_unsupported_params(request: ChatInput) -> None:
@@ -71,27 +51,21 @@ async def _start_chat(
     job_id: str | None = None,
     local_calls: bool = False,
 ) -> WorkflowHandle:
-    if idempotency_key is not None:
-        job_id = idempotent_job_id(user.id, idempotency_key)
     request = body.to_workflow_input()
     request.stream_to = stream_to
     request.local_calls = local_calls
     refuse_unsupported_params(request)
-    try:
-        return await start_job(
-            temporal,
-            ChatWorkflow.run,
-            request,
-            job_id=job_id,
-            kind="chat",
-            owner=user.id,
-            task_queue=settings.task_queue,
-            timeout_s=body.timeout_s,
-            eager=settings.api_hosts_worker,
-        )
-    except WorkflowAlreadyStartedError:
-        # Only a job id from an idempotency key can exist already: that job is the answer.
-        return temporal.get_workflow_handle(job_id or "")
+    return await start_request_job(
+        temporal,
+        ChatWorkflow.run,
+        request,
+        kind="chat",
+        owner=user.id,
+        settings=settings,
+        timeout_s=body.timeout_s,
+        idempotency_key=idempotency_key,
+        job_id=job_id,
+    )
 
 
 @router.post(
@@ -108,15 +82,7 @@ async def chat(  # type: ignore[no-untyped-def]
 ):
     # A caller is waiting: provider calls run inside the workflow task, saving a server round trip each.
     handle = await _start_chat(body, user, temporal, settings, idempotency_key, local_calls=True)
-    try:
-        # The job runs on whatever happens here: giving up waiting never cancels it.
-        return ChatResult.model_validate(await asyncio.wait_for(handle.result(), timeout=body.wait_s))
-    except TimeoutError:
-        return accepted(handle.id)
-    except WorkflowFailureError as exc:
-        error = failure_to_error(exc)
-        status = _FAILURE_STATUS.get(error.code, 502)
-        raise ApiError(status, error.code, error.message, {"job_id": handle.id}) from None
+    return await answer_or_accepted(handle, body.wait_s, ChatResult, status_url=f"/inference/{handle.id}")
 
 
 @router.post("/chat/async", response_model=JobAccepted, status_code=202)
@@ -128,7 +94,7 @@ async def chat_async(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     handle = await _start_chat(body, user, temporal, settings, idempotency_key)
-    return accepted(handle.id)
+    return accepted(handle.id, status_url=f"/inference/{handle.id}")
 
 
 @router.post(
@@ -163,7 +129,7 @@ async def start_chat_stream(
     idempotency_key: str | None,
 ) -> JobStream:
     """Starts a chat job whose tokens come to this process, for any stream format to send on."""
-    job_id = idempotent_job_id(user.id, idempotency_key) if idempotency_key else new_job_id("chat")
+    job_id = idempotent_job_id("chat", user.id, idempotency_key) if idempotency_key else new_job_id("chat")
     return await open_job_stream(
         request.app.state.streams,
         job_id,

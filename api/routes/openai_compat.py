@@ -18,7 +18,8 @@ from temporalio.client import WorkflowFailureError
 
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
-from api.routes.chat import IdempotencyKey, _start_chat, start_chat_stream
+from api.job_requests import IdempotencyKey
+from api.routes.chat import _start_chat, start_chat_stream
 from api.streams import Delta, JobStream
 from core.jobs import failure_to_error
 from core.schemas import ChatRequest, ChatResult, JobError, Message, ProviderName
