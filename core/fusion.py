@@ -12,7 +12,7 @@ import math
 # RRF's rank offset: larger flattens the difference between the first ranks and the later ones.
 RRF_K = 60
 # Weights of the hybrid search's two lists (bench/retrieval_quality.py --tune, on dev queries).
-DENSE_WEIGHT = 0.75
+DENSE_WEIGHT = 1.0
 SPARSE_WEIGHT = 1.0
 # Pseudo-relevance feedback: the dense query is moved toward the vectors of the first PRF_DOCS fused
 # hits (weight PRF_WEIGHT against the query's own 1) and searched again; 0 docs turns it off.
