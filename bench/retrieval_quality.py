@@ -540,7 +540,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    names = sorted(p.name for p in DATA.iterdir() if p.is_dir())
+    names = sorted(p.parent.name for p in DATA.glob("*/queries.jsonl.gz"))
     complete = [n for n in names if (DATA / n / "corpus.jsonl.gz").exists()]
     parser.add_argument(
         "--collection", action="append", choices=names, help=f"default: {', '.join(complete)}"
