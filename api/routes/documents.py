@@ -238,6 +238,9 @@ async def upload_document(  # type: ignore[no-untyped-def]
         timeout_s=24 * 3600,
         eager=settings.api_hosts_worker,
     )
+    # A query is answered once the job's first task is done, and that task registers the document:
+    # a GET right after this answer finds the document, not nothing (or a failed earlier attempt).
+    await handle.query(IngestionWorkflow.progress)
     body = DocumentAccepted(
         document_id=document_id,
         job_id=handle.id,

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
+import pytest
+from fastapi import UploadFile
 from fpdf import FPDF
+from pypdf import PdfReader, PdfWriter
 
-from core.settings import PROJECT_ROOT
+from api.errors import ApiError
+from api.routes.documents import receive
+from core.settings import PROJECT_ROOT, Settings
 from tests.api.routes.test_chat import wait_for_job
 from tests.conftest import RunningStack, new_user
 
@@ -95,7 +102,7 @@ async def test_a_pdf_keeps_its_page_numbers(api: httpx.AsyncClient, user_headers
     response = await upload(api, user_headers, "skerry.pdf", pdf_file(PAGES))
     assert response.status_code == 202, response.text
     document = await wait_for_document(api, response.json()["document_id"], user_headers)
-    assert document["status"] == "completed" and document["page_count"] == 3, document
+    assert document["status"] == "completed" and document["page_count"] == 3, document["error"]
     hits = (
         await api.get("/search/", params={"q": "museum of ropes and lenses"}, headers=user_headers)
     ).json()
@@ -167,3 +174,36 @@ async def test_reindex_moves_a_document_to_another_embedder(
     assert [h["document_id"] for h in found] == [document_id]
     # The old collection no longer holds it.
     assert (await api.get("/search/", params=query, headers=user_headers)).json() == []
+
+
+def encrypted_pdf(pages: list[str], password: str) -> bytes:
+    reader = PdfReader(io.BytesIO(pdf_file(pages)))
+    writer = PdfWriter()
+    for page in reader.pages:
+        writer.add_page(page)
+    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+async def test_an_encrypted_pdf_needs_its_password(api: httpx.AsyncClient, user_headers: dict) -> None:
+    content = encrypted_pdf(PAGES, "s3cret")
+    locked = await upload(api, user_headers, "locked.pdf", content)
+    document = await wait_for_document(api, locked.json()["document_id"], user_headers)
+    assert document["status"] == "failed" and "give its password" in document["error"], document
+
+    # The same file with its password: the failed document is ingested again, now readable.
+    opened = await upload(api, user_headers, "locked.pdf", content, password="s3cret")
+    assert opened.status_code == 202 and opened.json()["document_id"] == locked.json()["document_id"]
+    document = await wait_for_document(api, opened.json()["document_id"], user_headers)
+    assert document["status"] == "completed" and document["page_count"] == 3, document["error"]
+
+
+async def test_an_upload_over_the_size_limit_is_refused_whole(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, var_dir=tmp_path, upload_max_bytes=1000)  # type: ignore[call-arg]
+    big = UploadFile(io.BytesIO(b"x" * 1001), filename="big.txt")
+    with pytest.raises(ApiError) as refused:
+        await receive(big, settings)
+    assert refused.value.status == 413 and "1000 bytes" in refused.value.message
+    assert not any((tmp_path / "uploads" / "incoming").iterdir())  # nothing left behind
