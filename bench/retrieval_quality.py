@@ -8,9 +8,10 @@
              BM25 saturation) fused with (b) by core.fusion.fuse.
 
 "ours" is one function of (corpus, queries) -> run, so an HTTP-backed one can take its place.
-Collections live in bench/data/<name>/ in BEIR's layout; bench/data/README.md says where each came
-from. Run it as `python -m bench.retrieval_quality --collection cacm` (add --tune to search the
-fusion and sparse settings on the dev queries first; the test queries are only scored).
+Collections live in $BENCH_DATA_DIR/<name>/ (default var/bench-data) in BEIR's layout; they come from
+other public repositories and are not kept in this one: bench/data/README.md says where each came from
+and how it was converted. Run it as `python -m bench.retrieval_quality --collection cacm` (add --tune
+to search the fusion and sparse settings on the dev queries first; the test queries are only scored).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from core.fusion import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data"
+# The collections come from other public repositories and stay out of this one (bench/data/README.md
+# says where each comes from and how it is converted).
+DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT / "var" / "bench-data"))
 MODEL_DIR = ROOT / "models" / "all-MiniLM-L6-v2"
 CACHE = Path(os.environ.get("BENCH_CACHE", ROOT / "var" / "bench"))
 TOP = 100  # each retriever's depth; fusion sees the top TOP of each list

@@ -15,9 +15,10 @@ answer counts, so that neighbours from the same paragraph compete.
 
 The embeddings come from model_server.engine, the code the model server runs, in the server's
 batches; they are cached under var/bench (or $BENCH_CACHE), so a second run only scores. Each run
-times both embedders on the same 24 paragraphs. Where the data comes from:
-bench/data/russian/README.md. Run it as `python -m bench.russian_retrieval`; `--convert xquad.ru.json`
-rebuilds both collections from the published file first.
+times both embedders on the same 24 paragraphs. The data lives in $BENCH_DATA_DIR/russian (default
+var/bench-data/russian), outside this repository; where it comes from: bench/data/russian/README.md.
+Run it as `python -m bench.russian_retrieval`; `--convert xquad.ru.json` rebuilds both collections from
+the published file first.
 
 Measured (2 cores, load average 4-5), nDCG@10 on paragraphs / sentences:
   minilm 0.217 / 0.213, e5 0.954 / 0.847, e5-noprefix 0.945 / 0.810, bm25 0.951 / 0.825,
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
     from model_server.engine import EmbeddingModel, InputType
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data" / "russian"
+# The data comes from another public repository and stays out of this one (bench/data/russian/README.md).
+DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT / "var" / "bench-data")) / "russian"
 MINILM_DIR = ROOT / "models" / "all-MiniLM-L6-v2"
 CACHE = Path(os.environ.get("BENCH_CACHE", ROOT / "var" / "bench"))
 AT = 10  # nDCG@AT, MRR@AT, recall@AT
