@@ -598,3 +598,23 @@ class RagResult(BaseModel):
     latency_ms: float = 0.0
     finish_reason: str | None = None
     attempts: list[Attempt] = []
+
+
+# Guard: a text checked for prompt injection before it reaches a model (core/guard.py)
+
+GuardKind = Literal["prompt", "document", "output"]
+
+
+class GuardCheck(BaseModel):
+    text: str
+    # prompt: a user's message; document: retrieved or uploaded content a model will read;
+    # output: a model's answer before it is returned.
+    kind: GuardKind = "prompt"
+
+
+class GuardVerdict(BaseModel):
+    allowed: bool
+    # 0..1: the strongest evidence found; refused when it reaches the threshold of the kind.
+    score: float
+    # Stable codes of every signal found (core/guard.py REASONS), also when the text is allowed.
+    reasons: list[str] = []

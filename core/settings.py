@@ -118,6 +118,40 @@ class Settings(BaseSettings):
         "local/multilingual-e5-small": 0.80,
     }
 
+    # Guard (core/guard.py). The seed's phrase and regex lists, under the seed's names: each match is a
+    # weak signal (guard_weak_signal_weight), since alone they also fire on honest questions ("Tell me
+    # about Dan Brown"); the guard's own precise rules and its classifier decide. A text is refused when
+    # its score reaches the threshold of its kind.
+    instruction_patterns: list[str] = [
+        "ignore previous", "follow these steps", "you must", "act as", "pretend you are", "roleplay",
+        "system prompt", "developer message", "internal instructions",
+    ]
+    exfiltration_patterns: list[str] = [
+        "what are your instructions", "show system prompt", "reveal context", "print everything you know",
+        "dump input", "debug output",
+    ]
+    forbidden_llm_output: list[str] = ["as a system", "internal instructions", "developer message"]
+    instruction_regex: list[str] = [
+        r"\byou must\b", r"\byou should\b", r"\byou are\b", r"\bact as\b", r"\bpretend you are\b",
+        r"\bfollow these\b", r"\bignore\b.+\b(instruction|rule|above|previous)\b",
+    ]
+    role_override_regex: list[str] = [
+        r"\bas a system\b", r"\bas an ai\b", r"\bas chatgpt\b", r"\bas gemini\b", r"\byour role is\b",
+        r"\byou are no longer\b", r"\bdeveloper mode\b", r"\bdan\b",
+    ]
+    meta_system_regex: list[str] = [
+        r"\bsystem prompt\b", r"\binternal instructions\b", r"\bdeveloper message\b", r"\bhidden rules\b",
+        r"\bwhat are your instructions\b", r"\bshow.*prompt\b",
+    ]
+    forbidden_commands: list[str] = ["rm -rf", "shutdown", "docker stop"]
+    guard_model_path: Path = PROJECT_ROOT / "core" / "guard_model" / "guard_model.npz"
+    guard_use_classifier: bool = True
+    guard_prompt_threshold: float = 0.5
+    # Retrieved documents quote instructions honestly (manuals, recipes), so they need more evidence.
+    guard_document_threshold: float = 0.7
+    guard_output_threshold: float = 0.5
+    guard_weak_signal_weight: float = 0.15  # four hits (the most counted) still score below 0.5
+
     # Vault (KV v2); VAULT_ADDR switches it on.
     vault_addr: str | None = None
     vault_token: SecretStr | None = None
