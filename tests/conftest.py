@@ -59,6 +59,14 @@ def stack_env(var_dir: Path, **extra: str) -> dict[str, str]:
         API_WORKER_METRICS_PORT=str(free_port()),
         ADMIN_PASSWORD=ADMIN_PASSWORD,
         LOG_LEVEL="INFO",
+        # The suite makes many requests per user and per admin within a minute: limits that never bind,
+        # while the limiter still runs on every request; tests of the limits start stacks of their own.
+        RATE_LIMIT_USER_REQUESTS="1000000",
+        RATE_LIMIT_ADMIN_REQUESTS="1000000",
+        RATE_LIMIT_LOGIN_IP_FAILURES="1000000",
+        RATE_LIMIT_LOGIN_USERNAME_FAILURES="1000000",
+        TOKEN_BUDGET_USER_PER_DAY="0",
+        TOKEN_BUDGET_ADMIN_PER_DAY="0",
         **extra,
     )
     return env
