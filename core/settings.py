@@ -139,25 +139,51 @@ class Settings(BaseSettings):
     # about Dan Brown"); the guard's own precise rules and its classifier decide. A text is refused when
     # its score reaches the threshold of its kind.
     instruction_patterns: list[str] = [
-        "ignore previous", "follow these steps", "you must", "act as", "pretend you are", "roleplay",
-        "system prompt", "developer message", "internal instructions",
+        "ignore previous",
+        "follow these steps",
+        "you must",
+        "act as",
+        "pretend you are",
+        "roleplay",
+        "system prompt",
+        "developer message",
+        "internal instructions",
     ]
     exfiltration_patterns: list[str] = [
-        "what are your instructions", "show system prompt", "reveal context", "print everything you know",
-        "dump input", "debug output",
+        "what are your instructions",
+        "show system prompt",
+        "reveal context",
+        "print everything you know",
+        "dump input",
+        "debug output",
     ]
     forbidden_llm_output: list[str] = ["as a system", "internal instructions", "developer message"]
     instruction_regex: list[str] = [
-        r"\byou must\b", r"\byou should\b", r"\byou are\b", r"\bact as\b", r"\bpretend you are\b",
-        r"\bfollow these\b", r"\bignore\b.+\b(instruction|rule|above|previous)\b",
+        r"\byou must\b",
+        r"\byou should\b",
+        r"\byou are\b",
+        r"\bact as\b",
+        r"\bpretend you are\b",
+        r"\bfollow these\b",
+        r"\bignore\b.+\b(instruction|rule|above|previous)\b",
     ]
     role_override_regex: list[str] = [
-        r"\bas a system\b", r"\bas an ai\b", r"\bas chatgpt\b", r"\bas gemini\b", r"\byour role is\b",
-        r"\byou are no longer\b", r"\bdeveloper mode\b", r"\bdan\b",
+        r"\bas a system\b",
+        r"\bas an ai\b",
+        r"\bas chatgpt\b",
+        r"\bas gemini\b",
+        r"\byour role is\b",
+        r"\byou are no longer\b",
+        r"\bdeveloper mode\b",
+        r"\bdan\b",
     ]
     meta_system_regex: list[str] = [
-        r"\bsystem prompt\b", r"\binternal instructions\b", r"\bdeveloper message\b", r"\bhidden rules\b",
-        r"\bwhat are your instructions\b", r"\bshow.*prompt\b",
+        r"\bsystem prompt\b",
+        r"\binternal instructions\b",
+        r"\bdeveloper message\b",
+        r"\bhidden rules\b",
+        r"\bwhat are your instructions\b",
+        r"\bshow.*prompt\b",
     ]
     forbidden_commands: list[str] = ["rm -rf", "shutdown", "docker stop"]
     guard_model_path: Path = PROJECT_ROOT / "core" / "guard_model" / "guard_model.npz"
