@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from api.errors import ApiError, unauthorized
+from core.api_keys import KeyScope, chat_scope_allows, hash_key, is_api_key
 from core.security import InvalidToken, decode_access_token
 from core.settings import Settings
-from core.tables import Role, User
+from core.tables import ApiKey, Role, User
 
 # auto_error=False: a missing token gets our error shape, not FastAPI's.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
@@ -42,6 +45,8 @@ async def current_user(
 ) -> User:
     if not token:
         raise unauthorized()
+    if is_api_key(token):
+        return await _api_key_user(token, session, request)
     try:
         user_id, role = decode_access_token(token, request.app.state.jwt_secret)
     except InvalidToken:
@@ -54,7 +59,41 @@ async def current_user(
     return user
 
 
+# --- API keys -----------------------------------------------------------------------------------
+
+# last_used_at is a hint for people tidying their keys: writing it at most once a minute spares a
+# database write on every request of a busy client.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def _api_key_user(token: str, session: AsyncSession, request: Request) -> User:
+    key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+    now = datetime.now(UTC)
+    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        raise unauthorized("invalid, revoked or expired API key")
+    user = await session.get(User, key.user_id)
+    if user is None or not user.is_active:
+        raise unauthorized("invalid, revoked or expired API key")
+    if KeyScope.all not in key.scopes and not chat_scope_allows(request.method, request.url.path):
+        raise ApiError(403, "insufficient_scope", "this API key may call only the chat routes")
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        key.last_used_at = now
+        await session.commit()
+    request.state.api_key_id = key.id
+    return user
+
+
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def login_user(user: CurrentUser, request: Request) -> User:
+    """The user, authenticated by a login token: keys cannot mint or manage keys."""
+    if getattr(request.state, "api_key_id", None) is not None:
+        raise ApiError(403, "insufficient_scope", "API keys cannot manage API keys; log in instead")
+    return user
+
+
+LoginUser = Annotated[User, Depends(login_user)]
 
 
 async def admin_user(user: CurrentUser) -> User:

@@ -7,6 +7,10 @@
   spent the attempt is refused before the password is checked, so a locked-out guesser costs nothing.
 - Starting a chat or RAG job is refused while the user's tokens of the UTC day reach their budget.
 
+An API key (Authorization: Bearer ak-...) is not a signed token: the limiter counts each key's requests
+in a window of its own (named by the key's hash) at the user limit and leaves the key's validity to the
+route; on the budgeted routes it looks up the key's user to check that user's daily token budget.
+
 The limiter runs before routing and before the route's own authentication: it reads the token's signed
 claims (user id, role) without the database, which the route then checks as always.
 """
@@ -32,9 +36,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.errors import error_body
+from core.api_keys import hash_key, is_api_key
 from core.security import InvalidToken, decode_access_token
 from core.settings import Settings
-from core.tables import Completion, Role
+from core.tables import ApiKey, Completion, Role, User
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +180,19 @@ async def tokens_used_today(sessions: Any, user_id: int) -> int:
         return total
 
 
+async def key_owner(sessions: Any, key_hash: str) -> tuple[int, str] | None:
+    """The user id and role behind an API key, whatever its state: the route decides whether it is valid."""
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(User.id, User.role)
+                .join(ApiKey, ApiKey.user_id == User.id)
+                .where(ApiKey.key_hash == key_hash)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+
 def _path_of(scope: Scope) -> str:
     path: str = scope.get("path", "")
     return path.rstrip("/") or "/"
@@ -197,6 +215,18 @@ def _bearer_claims(scope: Scope, secret: str) -> tuple[int, str] | None:
                 return decode_access_token(token.strip(), secret)
             except InvalidToken:
                 return None
+    return None
+
+
+def _api_key_hash(scope: Scope) -> str | None:
+    """The bearer API key's hash: the limiter names a key by it, never by the key (it may go to Redis)."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and is_api_key(token):
+                return hash_key(token)
+            return None
     return None
 
 
@@ -324,6 +354,11 @@ class RateLimitMiddleware:
         claims = _bearer_claims(scope, state.jwt_secret)
         user_id, role = claims if claims else (None, "")
         who = f"user:{user_id}" if user_id is not None else f"address:{_client_address(scope)}"
+        # An API key is not a JWT: without a database lookup the limiter cannot tell whose it is, so each key
+        # gets a window of its own at the user limit (an admin's key too).
+        key_hash = _api_key_hash(scope) if claims is None else None
+        if key_hash is not None:
+            who, role = f"key:{key_hash}", Role.user
         spent = await self.limits.spend_request(who, role, ROUTE_COSTS.get((method, path), 1))
         headers = spent[1].headers() if spent else {}
         if spent and not spent[0]:
@@ -338,6 +373,11 @@ class RateLimitMiddleware:
             )
             await refusal(scope, receive, send)
             return
+        if key_hash is not None and (method, path) in BUDGETED_ROUTES:
+            # The budget is its user's: worth one lookup on the routes that already read the database.
+            owner = await key_owner(state.sessions, key_hash)
+            if owner is not None:
+                user_id, role = owner
         if user_id is not None and (method, path) in BUDGETED_ROUTES:
             refusal = await self._over_budget(state.sessions, user_id, role, headers)
             if refusal is not None:

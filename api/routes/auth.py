@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from api.errors import ApiError
+from core.audit import AuditAction, record
 from core.schemas import Credentials, Token, UserCreate, UserOut
 from core.security import create_access_token, hash_password, verify_password
 from core.tables import User
@@ -65,10 +66,13 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep) ->
 
 
 @router.post("/register", response_model=UserOut, status_code=201)
-async def register(body: UserCreate, session: SessionDep, _: AdminUser) -> User:
+async def register(body: UserCreate, session: SessionDep, admin: AdminUser) -> User:
     user = User(username=body.username, password_hash=hash_password(body.password), role=body.role)
     session.add(user)
     try:
+        await session.flush()  # the new user's id, for the audit event committed with it
+        details = {"username": body.username, "role": body.role}
+        record(session, admin.id, AuditAction.user_register, str(user.id), **details)
         await session.commit()
     except IntegrityError:
         await session.rollback()
