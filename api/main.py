@@ -16,6 +16,7 @@ from api import streams
 from api.errors import install_error_handlers
 from api.rate_limits import RateLimitMiddleware, RateLimits
 from api.routes import (
+    audit,
     auth,
     chat,
     completions,
@@ -23,6 +24,7 @@ from api.routes import (
     guard,
     health,
     jobs,
+    keys,
     openai_compat,
     providers,
     rag,
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
     for module in (
         auth,
+        keys,
+        audit,
         chat,
         completions,
         documents,
