@@ -98,6 +98,17 @@ async def test_a_text_document_is_ingested_searchable_and_deleted(
     assert (await api.get("/search/", params={"q": "Agnes Murray"}, headers=user_headers)).json() == []
 
 
+async def test_an_offset_beyond_64_bits_is_refused_not_an_error(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    response = await api.get("/documents", params={"offset": 2**63}, headers=user_headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "query.offset"
+    largest = await api.get("/documents", params={"offset": 2**63 - 1}, headers=user_headers)
+    assert largest.status_code == 200
+    assert largest.json()["documents"] == []
+
+
 async def test_a_pdf_keeps_its_page_numbers(api: httpx.AsyncClient, user_headers: dict) -> None:
     response = await upload(api, user_headers, "skerry.pdf", pdf_file(PAGES))
     assert response.status_code == 202, response.text
