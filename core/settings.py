@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     model_server_url: str = ""  # empty: http://model_server_host:model_server_port
     model_server_api_key: SecretStr = SecretStr("local")
     local_chat_model: str = "SmolLM2-135M-Instruct"  # a directory under models_dir, or an absolute path
+    # Upper bound on max_tokens of every generation the API starts (chat, RAG, OpenAI-compatible); a
+    # request asking for more gets this many. 0: no cap beyond the request schema's own limit.
+    max_tokens_cap: int = 0
     local_embedding_model: str = "all-MiniLM-L6-v2"
     model_server_threads: int = 0  # 0: torch's default
     # Multilingual embedder served beside local_embedding_model (multilingual-e5-small, 4-bit, shipped in

@@ -22,6 +22,7 @@ from api.job_requests import (
 from api.streams import Delta, JobStream, Restart, open_job_stream
 from core.jobs import new_job_id
 from core.schemas import ChatInput, ChatRequest, ChatResult, JobAccepted, JobError, Target
+from core.settings import Settings
 from workflows.chat import ChatWorkflow
 
 router = APIRouter(tags=["chat"])
@@ -41,6 +42,12 @@ def refuse_unsupported_params(request: ChatInput) -> None:
             )
 
 
+def cap_max_tokens(request: ChatInput, settings: Settings) -> None:
+    """Lowers max_tokens to the operator's cap, so no request makes a provider generate more."""
+    if settings.max_tokens_cap > 0:
+        request.params.max_tokens = min(request.params.max_tokens, settings.max_tokens_cap)
+
+
 async def _start_chat(
     body: ChatRequest,
     user: CurrentUser,
@@ -54,6 +61,7 @@ async def _start_chat(
     request = body.to_workflow_input()
     request.stream_to = stream_to
     request.local_calls = local_calls
+    cap_max_tokens(request, settings)
     refuse_unsupported_params(request)
     return await start_request_job(
         temporal,

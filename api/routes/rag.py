@@ -11,7 +11,7 @@ from temporalio.client import WorkflowHandle
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.job_requests import IdempotencyKey, accepted, answer_or_accepted, start_request_job
-from api.routes.chat import refuse_unsupported_params
+from api.routes.chat import cap_max_tokens, refuse_unsupported_params
 from core.schemas import JobAccepted, RagInput, RagRequest, RagResult
 from core.settings import Settings
 from core.tables import Role, User
@@ -25,6 +25,7 @@ def rag_input(body: RagRequest, user: User, settings: Settings, local_calls: boo
         raise ApiError(403, "forbidden", "only admins may search everyone's documents (all=true)")
     chat = body.chat_input()
     chat.local_calls = local_calls
+    cap_max_tokens(chat, settings)
     refuse_unsupported_params(chat)
     embedder = settings.embedding_model
     return RagInput(
