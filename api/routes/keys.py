@@ -8,8 +8,9 @@ leaked key cannot mint more.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -86,7 +87,12 @@ async def list_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyOut]:
 
 
 @router.delete("/{key_id}", status_code=204)
-async def revoke_key(key_id: int, user: CurrentUser, session: SessionDep) -> None:
+async def revoke_key(
+    # Ids are 64-bit in the database: a larger one is a 422, not a failed query.
+    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    user: CurrentUser,
+    session: SessionDep,
+) -> None:
     """Revokes the caller's key, or anyone's for an admin; another user's key is 404, as a missing one."""
     key = await session.get(ApiKey, key_id)
     if key is None or (key.user_id != user.id and user.role != Role.admin):

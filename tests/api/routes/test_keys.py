@@ -153,3 +153,11 @@ async def test_registering_a_user_is_audited(api: httpx.AsyncClient, admin_heade
     params = {"action": "user.register", "limit": 200}
     events = (await api.get("/admin/audit-events", params=params, headers=admin_headers)).json()["events"]
     assert any(e["details"]["username"] == username for e in events)
+
+
+async def test_a_key_id_beyond_64_bits_is_refused_not_an_error(
+    api: httpx.AsyncClient, user_headers: dict
+) -> None:
+    response = await api.delete("/auth/keys/479260550022572848185344", headers=user_headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"]
