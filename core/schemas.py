@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
@@ -147,17 +147,26 @@ class SaveCompletionInput(BaseModel):
 # --- API --------------------------------------------------------------------------------------
 
 
-class ChatRequest(BaseModel):
-    prompt: str | None = Field(None, min_length=1, max_length=100_000)
-    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
-    system: str | None = Field(None, max_length=100_000)
+Specs = TypeVar("Specs", str, list[str])
+
+
+def known_providers(value: Specs) -> Specs:
+    """A "provider" or "provider/model" spec (or a list of them) naming known providers only."""
+    for spec in [value] if isinstance(value, str) else value:
+        provider = spec.partition("/")[0]
+        if provider not in get_args(ProviderName):
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(get_args(ProviderName))}")
+    return value
+
+
+class AnswerRequest(BaseModel):
+    """What every request that asks a provider for an answer takes: who answers, how, and how long the
+    job may run and the caller waits."""
+
     provider: str = Field("local", description='A provider name, or "provider/model".')
     model: str | None = Field(None, min_length=1, max_length=200)
     fallback: list[str] = Field(
         [], max_length=4, description="Providers tried in order if one fails for good."
-    )
-    compare: list[str] = Field(
-        [], max_length=4, description="Providers asked in parallel, answers side by side."
     )
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -166,11 +175,46 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    response_format: Literal["text", "json_object"] | None = None
     timeout_s: float = Field(300.0, gt=0, le=24 * 3600, description="Bounds the whole job.")
     wait_s: float = Field(
-        60.0, ge=0, le=600, description="How long POST /chat/ waits before answering 202 with the job id."
+        60.0, ge=0, le=600, description="How long a sync call waits before answering 202 with the job id."
     )
+
+    @field_validator("provider", "fallback")
+    @classmethod
+    def _known_providers(cls, value: str | list[str]) -> str | list[str]:
+        return known_providers(value)
+
+    def answering(self) -> ChatInput:
+        """Who answers and how: the provider (a request's model wins over one in "provider/model"),
+        the fallback order and the generation parameters."""
+        primary = Target.parse(self.provider)
+        if self.model is not None:
+            primary = Target(provider=primary.provider, model=self.model)
+        return ChatInput(
+            provider=primary.provider,
+            model=primary.model,
+            fallback=[Target.parse(spec) for spec in self.fallback],
+            params=GenerationParams(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_tokens,
+                stop=self.stop,
+                seed=self.seed,
+                presence_penalty=self.presence_penalty,
+                frequency_penalty=self.frequency_penalty,
+            ),
+        )
+
+
+class ChatRequest(AnswerRequest):
+    prompt: str | None = Field(None, min_length=1, max_length=100_000)
+    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
+    system: str | None = Field(None, max_length=100_000)
+    compare: list[str] = Field(
+        [], max_length=4, description="Providers asked in parallel, answers side by side."
+    )
+    response_format: Literal["text", "json_object"] | None = None
 
     @model_validator(mode="after")
     def _one_conversation(self) -> ChatRequest:
@@ -180,38 +224,19 @@ class ChatRequest(BaseModel):
             raise ValueError("with messages, put the system message into messages")
         return self
 
-    @field_validator("provider", "fallback", "compare")
+    @field_validator("compare")
     @classmethod
-    def _known_providers(cls, value: str | list[str]) -> str | list[str]:
-        for spec in [value] if isinstance(value, str) else value:
-            provider = spec.partition("/")[0]
-            if provider not in get_args(ProviderName):
-                raise ValueError(f"unknown provider {provider!r}; known: {', '.join(get_args(ProviderName))}")
-        return value
+    def _known_compared(cls, value: list[str]) -> list[str]:
+        return known_providers(value)
 
     def to_workflow_input(self) -> ChatInput:
-        primary = Target.parse(self.provider)
-        if self.model is not None:
-            primary = Target(provider=primary.provider, model=self.model)
-        return ChatInput(
-            prompt=self.prompt or "",
-            system=self.system,
-            provider=primary.provider,
-            model=primary.model,
-            messages=self.messages or [],
-            fallback=[Target.parse(spec) for spec in self.fallback],
-            compare=[Target.parse(spec) for spec in self.compare],
-            params=GenerationParams(
-                temperature=self.temperature,
-                top_p=self.top_p,
-                max_tokens=self.max_tokens,
-                stop=self.stop,
-                seed=self.seed,
-                presence_penalty=self.presence_penalty,
-                frequency_penalty=self.frequency_penalty,
-                response_format=self.response_format,
-            ),
-        )
+        request = self.answering()
+        request.prompt = self.prompt or ""
+        request.system = self.system
+        request.messages = self.messages or []
+        request.compare = [Target.parse(spec) for spec in self.compare]
+        request.params.response_format = self.response_format
+        return request
 
 
 class JobAccepted(BaseModel):
@@ -485,7 +510,7 @@ class IngestResult(BaseModel):
 # RAG chat: a question answered from the caller's documents, citing them
 
 
-class RagRequest(BaseModel):
+class RagRequest(AnswerRequest):
     """POST /chat/rag and /chat/rag/async."""
 
     question: str = Field(
@@ -499,52 +524,12 @@ class RagRequest(BaseModel):
         None, min_length=1, max_length=1000, description="Only these documents; omitted: all of the caller's."
     )
     all: bool = Field(False, description="Admins: search everyone's documents.")
-    provider: str = Field("local", description='A provider name, or "provider/model".')
-    model: str | None = Field(None, min_length=1, max_length=200)
-    fallback: list[str] = Field(
-        [], max_length=4, description="Providers tried in order if one fails for good."
-    )
     # Low by default: the answer should say what the sources say, not invent around them.
     temperature: float = Field(0.2, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=1, le=8192)
-    stop: list[str] | None = Field(None, max_length=4)
-    seed: int | None = None
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    timeout_s: float = Field(300.0, gt=0, le=24 * 3600, description="Bounds the whole job.")
-    wait_s: float = Field(
-        60.0, ge=0, le=600, description="How long POST /chat/rag waits before answering 202 with the job id."
-    )
-
-    @field_validator("provider", "fallback")
-    @classmethod
-    def _known_providers(cls, value: str | list[str]) -> str | list[str]:
-        for spec in [value] if isinstance(value, str) else value:
-            provider = spec.partition("/")[0]
-            if provider not in get_args(ProviderName):
-                raise ValueError(f"unknown provider {provider!r}; known: {', '.join(get_args(ProviderName))}")
-        return value
 
     def chat_input(self) -> ChatInput:
         """Who answers and how; RagChatWorkflow fills in the conversation."""
-        primary = Target.parse(self.provider)
-        if self.model is not None:
-            primary = Target(provider=primary.provider, model=self.model)
-        return ChatInput(
-            provider=primary.provider,
-            model=primary.model,
-            fallback=[Target.parse(spec) for spec in self.fallback],
-            params=GenerationParams(
-                temperature=self.temperature,
-                top_p=self.top_p,
-                max_tokens=self.max_tokens,
-                stop=self.stop,
-                seed=self.seed,
-                presence_penalty=self.presence_penalty,
-                frequency_penalty=self.frequency_penalty,
-            ),
-        )
+        return self.answering()
 
 
 class RagInput(BaseModel):
