@@ -11,13 +11,12 @@ from sqlalchemy import select
 
 from core.db import create_engine, create_sessionmaker
 from core.embeddings import check_embedder
-from core.jobs import new_job_id, start_job
 from core.schemas import IngestInput
 from core.settings import Settings
 from core.tables import Document, DocumentStatus
 from core.uploads import upload_path
 from workers.main import connect
-from workflows.ingestion import IngestionWorkflow
+from workflows.ingestion import start_ingestion
 
 
 async def reindex(
@@ -56,15 +55,6 @@ async def reindex(
             reindex=True,
             replaces_collection=document.collection,
         )
-        handle = await start_job(
-            client,
-            IngestionWorkflow.run,
-            request,
-            job_id=new_job_id("ingest"),
-            kind="ingest",
-            owner=document.owner_id,
-            task_queue=settings.task_queue,
-            timeout_s=24 * 3600,
-        )
+        handle = await start_ingestion(client, request, task_queue=settings.task_queue)
         jobs.append(handle.id)
     return jobs

@@ -14,6 +14,7 @@ from collections import deque
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
@@ -21,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.document_records import DocumentRecords
     from activities.documents import DocumentActivities
     from activities.retrieval import RetrievalActivities
+    from core.jobs import new_job_id, start_job
     from core.schemas import (
         ChunkRequest,
         DeleteDocumentInput,
@@ -50,6 +52,27 @@ UPSERT_TIMEOUT = timedelta(minutes=2)
 # Each long step heartbeats; a worker that died is noticed after this, not after the whole timeout.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 EMBED_WINDOW = 2  # embedding batches in flight at once
+
+
+# A large document on a busy machine may take hours; the job's steps bound themselves well within this.
+INGESTION_TIMEOUT_S = 24 * 3600
+
+
+async def start_ingestion(
+    client: Client, request: IngestInput, *, task_queue: str, eager: bool = False
+) -> WorkflowHandle:
+    """Starts an ingestion job for the document (a new upload, or a re-index of a stored one)."""
+    return await start_job(
+        client,
+        IngestionWorkflow.run,
+        request,
+        job_id=new_job_id("ingest"),
+        kind="ingest",
+        owner=request.owner,
+        task_queue=task_queue,
+        timeout_s=INGESTION_TIMEOUT_S,
+        eager=eager,
+    )
 
 
 def failure_reason(error: BaseException) -> str:

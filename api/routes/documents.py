@@ -26,12 +26,12 @@ from temporalio.service import RPCError
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
 from core.embeddings import EmbedderNotAvailable, check_embedder
-from core.jobs import new_job_id, start_job
+from core.jobs import new_job_id
 from core.schemas import DeleteDocumentInput, DocumentMediaType, IngestInput, IngestProgress, PageError
 from core.settings import Settings
 from core.tables import Document, DocumentStatus, Role, User
 from core.uploads import upload_path
-from workflows.ingestion import DeleteDocumentWorkflow, IngestionWorkflow
+from workflows.ingestion import DeleteDocumentWorkflow, IngestionWorkflow, start_ingestion
 
 router = APIRouter(tags=["documents"])
 
@@ -227,16 +227,8 @@ async def upload_document(  # type: ignore[no-untyped-def]
         embedder=embedder,
         vector_task_queue=settings.vector_task_queue,
     )
-    handle = await start_job(
-        temporal,
-        IngestionWorkflow.run,
-        request,
-        job_id=new_job_id("ingest"),
-        kind="ingest",
-        owner=user.id,
-        task_queue=settings.task_queue,
-        timeout_s=24 * 3600,
-        eager=settings.api_hosts_worker,
+    handle = await start_ingestion(
+        temporal, request, task_queue=settings.task_queue, eager=settings.api_hosts_worker
     )
     # A query is answered once the job's first task is done, and that task registers the document:
     # a GET right after this answer finds the document, not nothing (or a failed earlier attempt).
