@@ -196,6 +196,16 @@ class Settings(BaseSettings):
     guard_document_threshold: float = 0.7
     guard_output_threshold: float = 0.5
     guard_weak_signal_weight: float = 0.15  # four hits (the most counted) still score below 0.5
+    # Lengths, in characters: a prompt past max_prompt_length is a 422 (prompt_too_long) on the chat
+    # routes, never a guard verdict; an answer past max_response_length ends its job output_blocked.
+    max_prompt_length: int = 2048
+    max_response_length: int = 2048
+    # Lockout: a user whose prompts were refused security_lockout_refusals times within
+    # security_lockout_window_s seconds may start no model job for security_lockout_s seconds after the
+    # last refusal, unless an admin lifts it. Verdicts of POST /guard/check never count.
+    security_lockout_refusals: int = 5
+    security_lockout_window_s: int = 600
+    security_lockout_s: int = 900
 
     # Vault (KV v2); VAULT_ADDR switches it on.
     vault_addr: str | None = None
