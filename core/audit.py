@@ -13,6 +13,7 @@ from core.tables import AuditEvent
 class AuditAction(StrEnum):
     user_register = "user.register"
     api_key_revoke = "api_key.revoke"
+    lockout_lift = "lockout.lift"
 
 
 def record(

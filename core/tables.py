@@ -12,6 +12,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -68,6 +69,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.user)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When an admin last lifted this user's lockout: refusals before it no longer count.
+    lockout_lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Completion(Base):
@@ -158,3 +161,28 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(100))
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# --- Security events -----------------------------------------------------------------------------
+
+
+class SecurityEvent(Base):
+    """A guard refusal or a flagged text: who, where, why, and enough of the text to recognise it
+    (its sha256 and a short redacted excerpt), never the text itself."""
+
+    __tablename__ = "security_events"
+    # A user's lockout reads their recent events: one index serves it and the filter by user.
+    __table_args__ = (Index("ix_security_events_user_id_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    # SET NULL: the record outlives the user it names.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    route: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # prompt, document, output or tool
+    reasons: Mapped[list] = mapped_column(JSON, default=list)
+    score: Mapped[float] = mapped_column(Float)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    excerpt: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(String(80))
+    counts_toward_lockout: Mapped[bool] = mapped_column(default=True)
