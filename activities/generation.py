@@ -1,5 +1,7 @@
 """The `generate` activity: one chat completion from the provider the input names, whole or streamed
-to the API process that holds the client's stream."""
+to the API process that holds the client's stream, screened by the output guard on the way
+(core/output_screen.py): a blocked answer ends the activity with a non-retryable OutputBlocked and a
+security event, and a stream stops before the blocked text is sent."""
 
 from __future__ import annotations
 
@@ -9,12 +11,16 @@ from datetime import timedelta
 from typing import TypeVar
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.providers import Provider, ProviderError, get_provider
+from core.guard import get_guard
+from core.output_screen import OutputBlocked, OutputScreen
 from core.schemas import GenerateInput, GenerateResult, StreamBatch
 from core.security import STREAM_SIGNATURE_HEADER, stream_signature
+from core.security_events import record_security_event
 from core.settings import Settings
 
 T = TypeVar("T")
@@ -44,26 +50,42 @@ async def _heartbeating(call: Awaitable[T]) -> T:
 class GenerationActivities:
     """Activities get their settings from the worker that hosts them, never from globals."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
+        self.sessions = sessions  # for the security event of a blocked answer
         # One connection pool for every stream this worker delivers.
         self._stream_client: httpx.AsyncClient | None = None
 
     @activity.defn(name="generate")
     async def generate(self, request: GenerateInput) -> GenerateResult:
         meter = activity.metric_meter()
+        screen = OutputScreen(
+            get_guard(),
+            system_prompt="\n".join(m.content for m in request.messages if m.role == "system") or None,
+            max_chars=self.settings.max_response_length,
+        )
         try:
             provider = get_provider(request.provider)
             attrs = {
                 "provider": provider.name,
                 "model": request.model or provider.default_model(self.settings),
             }
-            call = (
-                self._stream(provider, request)
-                if request.stream_to
-                else provider.generate(request, self.settings)
+            if request.stream_to:
+                result = await _heartbeating(self._stream(provider, request, screen))
+            else:
+                result = await _heartbeating(provider.generate(request, self.settings))
+                screen.check_whole(result.text)
+        except OutputBlocked as blocked:
+            await self._record_blocked(request, blocked)
+            meter.create_counter("assistant_security_events", "Security events by reason").add(
+                1, {"kind": "output", "reason": blocked.reasons[0]}
             )
-            result = await _heartbeating(call)
+            raise ApplicationError(
+                str(blocked),
+                {"reasons": blocked.reasons, "score": blocked.score},
+                type="OutputBlocked",
+                non_retryable=True,
+            ) from None
         except ProviderError as exc:
             kind = "retryable" if exc.retryable else "refused"
             meter.create_counter("assistant_provider_errors", "Failed provider calls").add(
@@ -92,7 +114,20 @@ class GenerationActivities:
         )
         return result
 
-    async def _stream(self, provider: Provider, request: GenerateInput) -> GenerateResult:
+    async def _record_blocked(self, request: GenerateInput, blocked: OutputBlocked) -> None:
+        info = activity.info()
+        owner = request.owner
+        async with self.sessions() as session:
+            record_security_event(
+                session, user_id=owner, route=f"workflow:{info.workflow_type}", kind="output",
+                reasons=blocked.reasons, score=blocked.score, text=blocked.excerpt,
+                job_id=info.workflow_id, counts_toward_lockout=False,
+            )  # fmt: skip
+            await session.commit()
+
+    async def _stream(
+        self, provider: Provider, request: GenerateInput, screen: OutputScreen
+    ) -> GenerateResult:
         """Streams from the provider and posts each delta to the client's API process. The job does
         not depend on the client: once nobody listens, deltas are no longer posted, the answer goes on."""
         info = activity.info()
@@ -105,20 +140,28 @@ class GenerationActivities:
         if self._stream_client is None:
             self._stream_client = httpx.AsyncClient(timeout=STREAM_POST_TIMEOUT_S)
         listening = True
-        async for item in provider.stream(request, self.settings):
-            if isinstance(item, GenerateResult):
-                return item
-            if not listening or not item:
-                continue
-            batch = StreamBatch(attempt=batch_key, provider=provider.name, deltas=[item])
+
+        async def deliver(text: str) -> None:
+            nonlocal listening
+            if not listening or not text:
+                return
+            batch = StreamBatch(attempt=batch_key, provider=provider.name, deltas=[text])
             try:
-                response = await self._stream_client.post(
+                response = await self._stream_client.post(  # type: ignore[union-attr]
                     request.stream_to or "", content=batch.model_dump_json(),
                     headers={**headers, "content-type": "application/json"},
                 )  # fmt: skip
                 listening = response.status_code == 204
             except httpx.HTTPError:
                 listening = False
+
+        async for item in provider.stream(request, self.settings):
+            if isinstance(item, GenerateResult):
+                # What the screen still held back (the start of a phrase that never came) goes out last.
+                await deliver(screen.finish())
+                return item
+            if item:
+                await deliver(screen.feed(item))
         raise ProviderError(provider.name, "the stream ended without an answer", retryable=True)
 
 

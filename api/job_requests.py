@@ -29,7 +29,8 @@ IdempotencyKey = Annotated[
 ]
 
 # How a failed job's error code maps to the HTTP status of a sync call.
-FAILURE_STATUS = {"provider_error": 502, "step_timeout": 504}
+# A blocked answer is the model's doing, not the request's: a gateway error like a provider's.
+FAILURE_STATUS = {"provider_error": 502, "step_timeout": 504, "guard_refused": 400, "output_blocked": 502}
 
 
 def idempotent_job_id(kind: str, owner: int, key: str) -> str:
@@ -86,4 +87,6 @@ async def answer_or_accepted(
     except WorkflowFailureError as exc:
         error = failure_to_error(exc)
         status = FAILURE_STATUS.get(error.code, 502)
-        raise ApiError(status, error.code, error.message, {"job_id": handle.id}) from None
+        raise ApiError(
+            status, error.code, error.message, {"job_id": handle.id, **(error.details or {})}
+        ) from None

@@ -235,6 +235,14 @@ async def _failure(handle: WorkflowHandle) -> JobError:
     return JobError(code="job_failed", message="the job failed")
 
 
+# The error codes of failed jobs, by the type of the application error that ended them.
+ERROR_CODES = {
+    "ProviderError": "provider_error",
+    "GuardRefused": "guard_refused",
+    "OutputBlocked": "output_blocked",
+}
+
+
 def failure_to_error(exc: BaseException) -> JobError:
     """The first application error in a workflow failure's cause chain: the one a user can act on."""
     chain: list[BaseException] = [exc]
@@ -242,8 +250,13 @@ def failure_to_error(exc: BaseException) -> JobError:
         chain.append(chain[-1].__cause__)
     for cause in chain:
         if isinstance(cause, ApplicationError):
-            code = "provider_error" if cause.type == "ProviderError" else "job_failed"
-            return JobError(code=code, message=cause.message or "the job failed")
+            details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else None
+            return JobError(
+                code=ERROR_CODES.get(cause.type or "", "job_failed"),
+                message=cause.message or "the job failed",
+                # The guard's reasons; a provider's status stays in the message.
+                details=details if cause.type in {"GuardRefused", "OutputBlocked"} else None,
+            )
         if isinstance(cause, TimeoutError):
             return JobError(code="step_timeout", message=f"a step of the job timed out ({cause.type.name})")
     innermost = chain[-1]

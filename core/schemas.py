@@ -54,6 +54,7 @@ class GenerateInput(BaseModel):
     params: GenerationParams = GenerationParams()
     # Where to post text deltas while generating (the API process holding the client's stream).
     stream_to: str | None = None
+    owner: int | None = None  # the job's user, named in the security event of a blocked answer
 
 
 class StreamBatch(BaseModel):
@@ -109,6 +110,9 @@ class ChatInput(BaseModel):
     # per call. Sync requests use it for latency; a cancel then waits for the next workflow task
     # heartbeat (seconds) instead of the activity's next heartbeat.
     local_calls: bool = False
+    # The conversation was already checked by the workflow that built it (RAG checks the question and
+    # screens its sources): this job does not check its messages again as prompts.
+    input_screened: bool = False
 
 
 class Attempt(BaseModel):
@@ -255,6 +259,7 @@ class JobStatus(StrEnum):
 class JobError(BaseModel):
     code: str
     message: str
+    details: dict[str, Any] | None = None  # e.g. the guard's reasons of guard_refused, output_blocked
 
 
 class Job(BaseModel):
@@ -568,6 +573,17 @@ class RagSource(BaseModel):
     text: str
 
 
+class FlaggedSource(BaseModel):
+    """A retrieved chunk the guard refused as a source (kind document)."""
+
+    document_id: str
+    filename: str
+    page: int | None = None
+    chunk_index: int
+    score: float
+    reasons: list[str]
+
+
 class RagResult(BaseModel):
     job_id: str
     text: str
@@ -583,6 +599,8 @@ class RagResult(BaseModel):
     latency_ms: float = 0.0
     finish_reason: str | None = None
     attempts: list[Attempt] = []
+    # Retrieved chunks the guard flagged as instructions to the model: never shown to it.
+    flagged_sources: list[FlaggedSource] = []
 
 
 # Guard: a text checked for prompt injection before it reaches a model (core/guard.py)
@@ -603,3 +621,20 @@ class GuardVerdict(BaseModel):
     score: float
     # Stable codes of every signal found (core/guard.py REASONS), also when the text is allowed.
     reasons: list[str] = []
+
+
+# Guard steps of workflows (activities/guard.py)
+
+
+class PromptCheck(BaseModel):
+    texts: list[str]  # a user's texts: the prompt, the system message, each non-assistant message
+    owner: int | None = None
+
+
+class SourcesCheck(BaseModel):
+    hits: list[SearchHit]
+    owner: int | None = None
+
+
+class SourcesVerdict(BaseModel):
+    flagged: list[FlaggedSource] = []

@@ -18,6 +18,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.document_records import DocumentRecords
 from activities.documents import DocumentActivities
 from activities.generation import GenerationActivities
+from activities.guard import GuardActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
 from core.db import create_engine, create_sessionmaker
@@ -52,8 +53,9 @@ def build_worker(client: Client, settings: Settings, *, sandboxed: bool = True) 
     """`sandboxed=False` is for the API's own worker of the chat fast path: the sandbox costs about
     7 ms per workflow here (a third of a sync chat's time). Worker processes keep it, and the replay
     tests run every recorded history in it, so a non-deterministic call still fails CI."""
-    generation = GenerationActivities(settings)
     sessions = create_sessionmaker(create_engine(settings.database_url))
+    generation = GenerationActivities(settings, sessions)
+    guard = GuardActivities(sessions)
     records = RecordActivities(sessions)
     documents = DocumentActivities(settings)
     document_records = DocumentRecords(settings, sessions)
@@ -65,6 +67,8 @@ def build_worker(client: Client, settings: Settings, *, sandboxed: bool = True) 
         workflows=WORKFLOWS,
         activities=[
             generation.generate,
+            guard.check_prompt,
+            guard.screen_sources,
             records.save_completion,
             documents.parse_document,
             documents.chunk_document,

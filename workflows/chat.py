@@ -1,7 +1,9 @@
 """ChatWorkflow: a chat answer as a durable job.
 
-generate with the first provider -> on failure for good, the next in the fallback list -> result.
-With `compare`, every listed provider is asked in parallel and all answers come back side by side.
+check_prompt (the guard, again) -> generate with the first provider (its answer screened by the output
+guard) -> on failure for good, the next in the fallback list -> result. With `compare`, every listed
+provider is asked in parallel and all answers come back side by side. A refused prompt or a blocked
+answer ends the job at once, with no fallback: another provider would be asked the same thing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
+    from activities.guard import GuardActivities
     from activities.records import RecordActivities
     from core.schemas import (
         Attempt,
@@ -23,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
         ChatResult,
         GenerateInput,
         GenerateResult,
+        GuardVerdict,
         Message,
+        PromptCheck,
         SaveCompletionInput,
         Target,
     )
@@ -39,6 +44,7 @@ PROVIDER_RETRY = RetryPolicy(
 RECORD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=6
 )
+GUARD_TIMEOUT = timedelta(seconds=30)
 GENERATE_TIMEOUT = timedelta(minutes=5)
 # The activity heartbeats every second; a worker that died is noticed after this, not after minutes.
 GENERATE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
@@ -49,6 +55,11 @@ def chat_messages(request: ChatInput) -> list[Message]:
         return request.messages
     messages = [Message(role="system", content=request.system)] if request.system else []
     return [*messages, Message(role="user", content=request.prompt)]
+
+
+def user_texts(request: ChatInput) -> list[str]:
+    """What the caller wrote: every message but the model's own earlier answers."""
+    return [m.content for m in chat_messages(request) if m.role != "assistant"]
 
 
 def provider_order(request: ChatInput) -> list[Target]:
@@ -70,13 +81,38 @@ def cancelled(error: ActivityError | ApplicationError) -> bool:
     return isinstance(error, ActivityError) and isinstance(error.cause, CancelledError)
 
 
+def blocked(error: ActivityError | ApplicationError) -> bool:
+    """The output guard blocked the answer (activities/generation.py)."""
+    cause = error.cause if isinstance(error, ActivityError) else error
+    return isinstance(cause, ApplicationError) and cause.type == "OutputBlocked"
+
+
+def guard_refused(verdict: GuardVerdict) -> ApplicationError:
+    return ApplicationError(
+        "the prompt was refused by the guard: " + ", ".join(verdict.reasons),
+        {"reasons": verdict.reasons, "score": verdict.score},
+        type="GuardRefused",
+        non_retryable=True,
+    )
+
+
 @workflow.defn
 class ChatWorkflow:
     @workflow.run
     async def run(self, request: ChatInput) -> ChatResult:
-        result = await (self._compare(request) if request.compare else self._answer(request))
-        # Jobs started before answers were saved replay without this step.
         owner = workflow.memo_value("owner", None, type_hint=int | None)
+        # Jobs started before the guard ran in workflows replay without this step.
+        if not request.input_screened and workflow.patched("guard-prompt"):
+            verdict = await workflow.execute_local_activity_method(
+                GuardActivities.check_prompt,
+                PromptCheck(texts=user_texts(request), owner=owner),
+                start_to_close_timeout=GUARD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+            if not verdict.allowed:
+                raise guard_refused(verdict)
+        result = await (self._compare(request, owner) if request.compare else self._answer(request, owner))
+        # Jobs started before answers were saved replay without this step.
         if workflow.patched("save-completion") and owner is not None:
             try:
                 # Local: a short database write, run in the same workflow task as the answer's
@@ -94,13 +130,13 @@ class ChatWorkflow:
                 workflow.logger.warning("could not save the completion: %s", failure_reason(error))
         return result
 
-    async def _answer(self, request: ChatInput) -> ChatResult:
+    async def _answer(self, request: ChatInput, owner: int | None) -> ChatResult:
         attempts: list[Attempt] = []
         for target in provider_order(request):
             try:
-                answer = await self._generate(target, request)
+                answer = await self._generate(target, request, owner)
             except CallFailed as error:
-                if cancelled(error):
+                if cancelled(error) or blocked(error):
                     raise
                 attempts.append(
                     Attempt(provider=target.provider, model=target.model, error=failure_reason(error))
@@ -113,9 +149,9 @@ class ChatWorkflow:
             "; ".join(a.error or "" for a in attempts), type="ProviderError", non_retryable=True
         )
 
-    async def _compare(self, request: ChatInput) -> ChatResult:
+    async def _compare(self, request: ChatInput, owner: int | None) -> ChatResult:
         outcomes = await asyncio.gather(
-            *(self._generate(target, request) for target in request.compare), return_exceptions=True
+            *(self._generate(target, request, owner) for target in request.compare), return_exceptions=True
         )
         answers: list[ChatAnswer] = []
         for target, outcome in zip(request.compare, outcomes, strict=True):
@@ -138,13 +174,14 @@ class ChatWorkflow:
         result.answers = answers
         return result
 
-    async def _generate(self, target: Target, request: ChatInput) -> GenerateResult:
+    async def _generate(self, target: Target, request: ChatInput, owner: int | None) -> GenerateResult:
         call = GenerateInput(
             provider=target.provider,
             model=target.model,
             messages=chat_messages(request),
             params=request.params,
             stream_to=request.stream_to,
+            owner=owner,
         )
         if request.local_calls:
             return await workflow.execute_local_activity_method(

@@ -1,8 +1,10 @@
 """RagChatWorkflow: a question answered from the caller's documents, citing document and page.
 
-search_vectors (on the store's task queue) -> drop chunks below the relevance floor, keep the best k
--> none left: say the documents hold nothing relevant, asking no model -> else a prompt of numbered,
-delimited sources -> the answer from ChatWorkflow as a child (fallback, providers, params and the saved
+check_prompt (the guard, on the question) -> search_vectors (on the store's task queue) -> drop chunks
+below the relevance floor, keep the best k -> screen_sources (the guard, on each chunk: a chunk that
+reads as instructions to the model is dropped and recorded, the answer goes on without it) -> none
+left: say the documents hold nothing relevant, asking no model -> else a prompt of numbered, delimited
+sources -> the answer from ChatWorkflow as a child (fallback, providers, params and the saved
 completion stay one implementation) -> citations for the sources the answer cites by [n].
 
 Everything between the steps is a plain function below, tested without Temporal.
@@ -17,19 +19,22 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.guard import GuardActivities
     from activities.retrieval import RetrievalActivities
     from core.schemas import (
         ChatResult,
         Citation,
         Message,
+        PromptCheck,
         RagInput,
         RagResult,
         RagSource,
         SearchHit,
         SearchRequest,
+        SourcesCheck,
     )
     from core.text_terms import DEFAULT_LANGUAGE, detect_language, terms
-    from workflows.chat import ChatWorkflow
+    from workflows.chat import GUARD_TIMEOUT, RECORD_RETRY, ChatWorkflow, guard_refused
 
 SEARCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -229,6 +234,18 @@ class RagChatWorkflow:
     @workflow.run
     async def run(self, request: RagInput) -> RagResult:
         job_id = workflow.info().workflow_id
+        owner = workflow.memo_value("owner", None, type_hint=int | None)
+        # Jobs started before the guard ran in workflows replay without its steps.
+        guarded = workflow.patched("guard-prompt")
+        if guarded:
+            verdict = await workflow.execute_local_activity_method(
+                GuardActivities.check_prompt,
+                PromptCheck(texts=[request.question], owner=owner),
+                start_to_close_timeout=GUARD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+            if not verdict.allowed:
+                raise guard_refused(verdict)
         found = await workflow.execute_activity_method(
             RetrievalActivities.search_vectors,
             SearchRequest(
@@ -244,9 +261,22 @@ class RagChatWorkflow:
             retry_policy=SEARCH_RETRY,
         )
         hits = relevant_hits(found.hits, request.min_relevance, request.k)
+        flagged = []
+        if guarded and hits:
+            screened = await workflow.execute_local_activity_method(
+                GuardActivities.screen_sources,
+                SourcesCheck(hits=hits, owner=owner),
+                start_to_close_timeout=GUARD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+            flagged = screened.flagged
+            dropped = {(f.document_id, f.chunk_index) for f in flagged}
+            hits = [hit for hit in hits if (hit.document_id, hit.chunk_index) not in dropped]
         if not hits:
-            return RagResult(job_id=job_id, text=nothing_relevant_answer(request.question))
-        answer = await self._answer(request, hits)
+            return RagResult(
+                job_id=job_id, text=nothing_relevant_answer(request.question), flagged_sources=flagged
+            )
+        answer = await self._answer(request, hits, owner, screened=guarded)
         sources = rag_sources(hits)
         citations, inferred = citations_for(answer.text, request.question, sources)
         return RagResult(
@@ -262,14 +292,22 @@ class RagChatWorkflow:
             latency_ms=answer.latency_ms,
             finish_reason=answer.finish_reason,
             attempts=answer.attempts,
+            flagged_sources=flagged,
         )
 
-    async def _answer(self, request: RagInput, hits: list[SearchHit]) -> ChatResult:
+    async def _answer(
+        self, request: RagInput, hits: list[SearchHit], owner: int | None, *, screened: bool
+    ) -> ChatResult:
+        # The child's user message holds the sources: checked here as documents, not again as a prompt.
         chat = request.chat.model_copy(
-            update={"prompt": "", "system": None, "messages": rag_messages(request.question, hits)}
+            update={
+                "prompt": "",
+                "system": None,
+                "messages": rag_messages(request.question, hits),
+                "input_screened": screened,
+            }
         )
         # The child is saved and read as its owner's chat job, like any job start_job starts.
-        owner = workflow.memo_value("owner", None, type_hint=int | None)
         memo = {"owner": owner, "kind": "chat"} if owner is not None else None
         return await workflow.execute_child_workflow(
             ChatWorkflow.run, chat, id=f"{workflow.info().workflow_id}-answer", memo=memo

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -39,6 +40,16 @@ MODEL_FAULT_PREFIX = "fault-"
 # The answer every fake gives, in the pieces a stream delivers; JSON mode gets JSON.
 ANSWER_PIECES = ["Hello", " from", " the", " fake", " server."]
 JSON_ANSWER_PIECES = ['{"answer":', ' "Hello from', " the fake", ' server."}']
+
+# A model of this name answers with the last user message (word by word when streamed), so a test can
+# make the model say what it needs, such as an answer the output guard must block.
+ECHO_MODEL = "echo"
+
+
+def echo_pieces(messages: list[dict[str, Any]]) -> list[str]:
+    said = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+    return re.findall(r"\s*\S+", said) or [""]
+
 
 # (status, body, headers) for an error fault, in one provider's own shape.
 ErrorRenderer = Callable[[str, str], tuple[int, Any, dict[str, str]]]

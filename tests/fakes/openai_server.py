@@ -18,8 +18,10 @@ from fastapi import FastAPI, Request, Response
 
 from tests.fakes.control import (
     ANSWER_PIECES,
+    ECHO_MODEL,
     JSON_ANSWER_PIECES,
     Control,
+    echo_pieces,
     error_response,
     serve,
     streamed,
@@ -90,6 +92,8 @@ def create_app(first_token_delay_s: float = 0.0) -> FastAPI:
         await control.wait(fault)
         json_mode = (body.get("response_format") or {}).get("type") == "json_object"
         pieces = JSON_ANSWER_PIECES if json_mode else ANSWER_PIECES
+        if model == ECHO_MODEL:
+            pieces = echo_pieces(body.get("messages", []))
         answer = "".join(pieces)
         prompt_tokens = sum(_tokens(str(m.get("content") or "")) for m in body.get("messages", []))
         usage = {

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
+from activities.guard import GuardActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
 from core.db import create_engine, create_sessionmaker
@@ -184,14 +185,21 @@ async def rig(
     try:
         await fill(store, settings, str(owner_a), [*HYDRO, PASTA, NOTES, LIBRARY_RU])
         await fill(store, settings, str(owner_b), [RIVAL])
-        generation = GenerationActivities(settings)
-        records = RecordActivities(create_sessionmaker(engine))
+        sessions = create_sessionmaker(engine)
+        generation = GenerationActivities(settings, sessions)
+        guard = GuardActivities(sessions)
+        records = RecordActivities(sessions)
         retrieval = RetrievalActivities(settings, store)
         main = Worker(
             temporal,
             task_queue=settings.task_queue,
             workflows=[RagChatWorkflow, ChatWorkflow],
-            activities=[generation.generate, records.save_completion],
+            activities=[
+                generation.generate,
+                guard.check_prompt,
+                guard.screen_sources,
+                records.save_completion,
+            ],
         )
         vectors = Worker(
             temporal, task_queue=settings.vector_task_queue, activities=[retrieval.search_vectors]
