@@ -14,12 +14,15 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
+import tiktoken
 from tokenizers import Tokenizer
 
 from core.schemas import DocumentChunk, PageText
+from core.settings import Settings
+from core.token_counts import cache_dir_for, encoding_for, encoding_name_for
 
 # Strength of the boundary before a token: the chunker ends chunks at the strongest one it can.
 PARAGRAPH, SENTENCE, LINE, WORD, NO_BOUNDARY = 3, 2, 1, 0, -1
@@ -42,6 +45,89 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tokenizer
 
 
+# A tokenizer spec naming a tiktoken encoding instead of a tokenizer.json: "tiktoken:cl100k_base".
+TIKTOKEN_PREFIX = "tiktoken:"
+
+
+class TiktokenEncoded:
+    """What Chunker reads of a `tokenizers` Encoding: the ids, and each token's character span."""
+
+    def __init__(self, text: str, token_bytes: list[bytes], ids: list[int]) -> None:
+        self.text = text
+        self.token_bytes = token_bytes
+        self.ids = ids
+
+    @cached_property
+    def offsets(self) -> list[tuple[int, int]]:
+        """(start, end) characters of each token. A token holding part of a character (byte-level BPE
+        splits rare characters) spans that whole character, like its neighbour does."""
+        text = self.text
+        if text.isascii():
+            char_at = list(range(len(text) + 1))
+        else:
+            char_at = []
+            for index, char in enumerate(text):
+                char_at.extend([index] * len(char.encode("utf-8", "surrogatepass")))
+            char_at.append(len(text))
+        offsets = []
+        position = 0
+        for piece in self.token_bytes:
+            start = char_at[position]
+            position += len(piece)
+            offsets.append((start, char_at[position - 1] + 1))
+        if position != len(char_at) - 1:
+            raise ValueError("the tokens do not add up to the text (it holds characters tiktoken replaced)")
+        return offsets
+
+
+class TiktokenTokenizer:
+    """A tiktoken encoding (OpenAI's tokenizers) behind the calls Chunker makes of a `tokenizers` one.
+    OpenAI's embedders add no special tokens, and text that looks like one ("<|endoftext|>") is text."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self.encoding = encoding
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> TiktokenEncoded:
+        ids = self.encoding.encode_ordinary(text)
+        return TiktokenEncoded(text, self.encoding.decode_tokens_bytes(ids), ids)
+
+
+def load_chunk_tokenizer(
+    spec: str | Path, tiktoken_cache_dir: Path | None = None
+) -> Tokenizer | TiktokenTokenizer:
+    """A tokenizer.json (or a model directory that holds one), or "tiktoken:<encoding or OpenAI model>"."""
+    if isinstance(spec, str) and spec.startswith(TIKTOKEN_PREFIX):
+        return TiktokenTokenizer(encoding_for(spec.removeprefix(TIKTOKEN_PREFIX), tiktoken_cache_dir))
+    return load_tokenizer(str(spec))
+
+
+def tokenizer_for_embedder(settings: Settings, embedder: str) -> str:
+    """The tokenizer spec to chunk for an embedder ("provider/model") with: OpenAI's models count in
+    their tiktoken encoding; a local model in its own tokenizer.json. Gemini and Ollama publish no
+    tokenizer to count with offline, and the local model's (the one used before) stands in: chunks stay
+    far below their input limits (2048 tokens and more) either way."""
+    provider, _, model = embedder.partition("/")
+    if provider == "openai":
+        return TIKTOKEN_PREFIX + encoding_name_for(model)
+    if provider == "local" and model:
+        own = settings.model_path(model) / "tokenizer.json"
+        if own.is_file():
+            return str(own)
+    return str(settings.model_path(settings.local_embedding_model) / "tokenizer.json")
+
+
+def chunker_for_embedder(
+    settings: Settings, embedder: str, *, max_chunk_tokens: int, overlap_tokens: int, max_embed_tokens: int
+) -> Chunker:
+    """A Chunker counting in the tokens of `embedder`'s tokenizer (see tokenizer_for_embedder)."""
+    return Chunker(
+        load_chunk_tokenizer(tokenizer_for_embedder(settings, embedder), cache_dir_for(settings)),
+        max_chunk_tokens=max_chunk_tokens,
+        overlap_tokens=overlap_tokens,
+        max_embed_tokens=max_embed_tokens,
+    )
+
+
 @dataclass
 class ChunkedPages:
     chunks: list[DocumentChunk]
@@ -62,7 +148,12 @@ class Span:
 
 class Chunker:
     def __init__(
-        self, tokenizer: Tokenizer, *, max_chunk_tokens: int, overlap_tokens: int, max_embed_tokens: int
+        self,
+        tokenizer: Tokenizer | TiktokenTokenizer,
+        *,
+        max_chunk_tokens: int,
+        overlap_tokens: int,
+        max_embed_tokens: int,
     ) -> None:
         self.tokenizer = tokenizer
         self.special_tokens = len(tokenizer.encode("", add_special_tokens=True).ids)
@@ -81,8 +172,9 @@ class Chunker:
     def from_file(
         cls, tokenizer_path: str | Path, *, max_chunk_tokens: int, overlap_tokens: int, max_embed_tokens: int
     ) -> Chunker:
+        """`tokenizer_path`: a tokenizer.json, a model directory holding one, or "tiktoken:<encoding>"."""
         return cls(
-            load_tokenizer(str(tokenizer_path)),
+            load_chunk_tokenizer(tokenizer_path),
             max_chunk_tokens=max_chunk_tokens,
             overlap_tokens=overlap_tokens,
             max_embed_tokens=max_embed_tokens,

