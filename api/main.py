@@ -29,6 +29,7 @@ from api.routes import (
     providers,
     rag,
     search,
+    security,
 )
 from core.db import create_engine, create_sessionmaker
 from core.settings import Settings, get_settings
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth,
         keys,
         audit,
+        security,
         chat,
         completions,
         documents,

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHandle
 from activities.providers import get_provider
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.guard_check import chat_texts, check_user_input
 from api.job_requests import (
     IdempotencyKey,
     accepted,
@@ -83,11 +84,13 @@ async def _start_chat(
 )
 async def chat(  # type: ignore[no-untyped-def]
     body: ChatRequest,
+    request: Request,
     user: CurrentUser,
     temporal: TemporalDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ):
+    await check_user_input(request, user, chat_texts(body))
     # A caller is waiting: provider calls run inside the workflow task, saving a server round trip each.
     handle = await _start_chat(body, user, temporal, settings, idempotency_key, local_calls=True)
     return await answer_or_accepted(handle, body.wait_s, ChatResult, status_url=f"/inference/{handle.id}")
@@ -96,11 +99,13 @@ async def chat(  # type: ignore[no-untyped-def]
 @router.post("/chat/async", response_model=JobAccepted, status_code=202)
 async def chat_async(
     body: ChatRequest,
+    request: Request,
     user: CurrentUser,
     temporal: TemporalDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    await check_user_input(request, user, chat_texts(body))
     handle = await _start_chat(body, user, temporal, settings, idempotency_key)
     return accepted(handle.id, status_url=f"/inference/{handle.id}")
 
@@ -124,6 +129,7 @@ async def chat_stream(
     disconnects loses nothing, the job goes on and its result stays readable by id."""
     if body.compare:
         raise ApiError(422, "invalid_request", "compare cannot be streamed; use POST /chat/")
+    await check_user_input(request, user, chat_texts(body))
     stream = await start_chat_stream(body, request, user, temporal, settings, idempotency_key)
     return EventSourceResponse(_sse_events(stream), ping=15)
 

@@ -18,6 +18,7 @@ from temporalio.client import WorkflowFailureError
 
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.guard_check import chat_texts, check_user_input
 from api.job_requests import IdempotencyKey
 from api.routes.chat import _start_chat, start_chat_stream
 from api.streams import Delta, JobStream
@@ -109,6 +110,7 @@ async def chat_completions(  # type: ignore[no-untyped-def]
     idempotency_key: IdempotencyKey = None,
 ):
     chat = body.to_chat_request(settings)
+    await check_user_input(request, user, chat_texts(chat))
     created = int(time.time())
     if body.stream:
         stream = await start_chat_stream(chat, request, user, temporal, settings, idempotency_key)

@@ -4,12 +4,13 @@ GET /jobs/{job_id}."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowHandle
 
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.guard_check import check_user_input, rag_texts
 from api.job_requests import IdempotencyKey, accepted, answer_or_accepted, start_request_job
 from api.routes.chat import cap_max_tokens, refuse_unsupported_params
 from core.schemas import JobAccepted, RagInput, RagRequest, RagResult
@@ -68,6 +69,7 @@ async def _start_rag(
 )
 async def chat_rag(  # type: ignore[no-untyped-def]
     body: RagRequest,
+    request: Request,
     user: CurrentUser,
     temporal: TemporalDep,
     settings: SettingsDep,
@@ -75,6 +77,7 @@ async def chat_rag(  # type: ignore[no-untyped-def]
 ):
     """The answer from the caller's documents (an admin's with all=true: everyone's), with citations
     to document and page. When no chunk is relevant enough, the answer says so and no model is asked."""
+    await check_user_input(request, user, rag_texts(body))
     # A caller is waiting: the answer's provider calls run inside its workflow task.
     handle = await _start_rag(body, user, temporal, settings, idempotency_key, local_calls=True)
     return await answer_or_accepted(handle, body.wait_s, RagResult)
@@ -83,10 +86,12 @@ async def chat_rag(  # type: ignore[no-untyped-def]
 @router.post("/chat/rag/async", response_model=JobAccepted, status_code=202)
 async def chat_rag_async(
     body: RagRequest,
+    request: Request,
     user: CurrentUser,
     temporal: TemporalDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    await check_user_input(request, user, rag_texts(body))
     handle = await _start_rag(body, user, temporal, settings, idempotency_key, local_calls=False)
     return accepted(handle.id)

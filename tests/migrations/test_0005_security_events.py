@@ -35,7 +35,9 @@ async def schema(database_url: str) -> dict[str, set[str]]:
 
             def read(c: Any) -> dict[str, set[str]]:
                 inspector = inspect(c)
-                return {t: {col["name"] for col in inspector.get_columns(t)} for t in inspector.get_table_names()}
+                return {
+                    t: {col["name"] for col in inspector.get_columns(t)} for t in inspector.get_table_names()
+                }
 
             return await connection.run_sync(read)
     finally:
