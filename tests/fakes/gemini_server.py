@@ -4,7 +4,9 @@ Run it as `python -m tests.fakes.gemini_server --port N [--first-token-ms M]`. I
 GET /v1beta/models, POST /v1beta/models/{model}:generateContent and
 POST /v1beta/models/{model}:streamGenerateContent?alt=sse (server-sent events, each a whole
 GenerateContentResponse; the last has finishReason and the full usageMetadata), for any model name.
-`generationConfig.responseMimeType: application/json` answers JSON. Faults on demand and the record of
+`generationConfig.responseMimeType: application/json` answers JSON. POST
+/v1beta/models/{model}:batchEmbedContents (and :embedContent) answer one vector per request, in order,
+of the model's real dimension (or `outputDimensionality`). Faults on demand and the record of
 requests are described in tests/fakes/control.py.
 """
 
@@ -15,6 +17,7 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 
 from tests.fakes.control import (
     ANSWER_PIECES,
@@ -25,8 +28,20 @@ from tests.fakes.control import (
     streamed,
     whole,
 )
+from tests.fakes.openai_server import fake_vector
 
 MODELS = ("gemini-2.0-flash", "gemini-2.5-flash")
+EMBEDDING_DIMENSIONS = {"gemini-embedding-001": 3072, "text-embedding-004": 768}
+TASK_TYPES = (
+    "RETRIEVAL_QUERY",
+    "RETRIEVAL_DOCUMENT",
+    "SEMANTIC_SIMILARITY",
+    "CLASSIFICATION",
+    "CLUSTERING",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+    "CODE_RETRIEVAL_QUERY",
+)
 
 
 def _error(fault: str, model: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -77,6 +92,49 @@ def create_app(first_token_delay_s: float = 0.0) -> FastAPI:
                 for name in MODELS
             ]
         }
+
+    def embedding(model: str, request: dict[str, Any]) -> dict[str, Any] | str:
+        """One EmbedContentRequest's embedding, or what is wrong with the request."""
+        if request.get("model") not in (None, f"models/{model}"):
+            return f"request model {request.get('model')!r} differs from the batch's models/{model}"
+        text = "".join(str(part.get("text", "")) for part in (request.get("content") or {}).get("parts", []))
+        if not text:
+            return "* BatchEmbedContentsRequest.requests[].content: contents must not be empty"
+        if request.get("taskType", "RETRIEVAL_DOCUMENT") not in TASK_TYPES:
+            return f"Invalid value at 'requests[].task_type' ({request.get('taskType')})"
+        dimension = int(request.get("outputDimensionality") or EMBEDDING_DIMENSIONS.get(model, 768))
+        return {"values": fake_vector(text, dimension)}
+
+    def invalid(message: str) -> Response:
+        error = {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}
+        return JSONResponse(error, 400)
+
+    # Registered before the generic route below, which would otherwise take these paths.
+    @app.post("/v1beta/models/{model}:batchEmbedContents")
+    async def batch_embed(model: str, request: Request) -> Response:
+        body, fault = await control.receive(request, model)
+        failed = error_response(fault, model, _error)
+        if failed is not None:
+            return failed
+        await control.wait(fault)
+        requests = body.get("requests") or []
+        if not requests or len(requests) > 100:
+            return invalid("* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch")
+        embeddings = [embedding(model, item) for item in requests]
+        for found in embeddings:
+            if isinstance(found, str):
+                return invalid(found)
+        return whole({"embeddings": embeddings}, fault)
+
+    @app.post("/v1beta/models/{model}:embedContent")
+    async def embed(model: str, request: Request) -> Response:
+        body, fault = await control.receive(request, model)
+        failed = error_response(fault, model, _error)
+        if failed is not None:
+            return failed
+        await control.wait(fault)
+        found = embedding(model, body)
+        return invalid(found) if isinstance(found, str) else whole({"embedding": found}, fault)
 
     # A colon separates the model from the method: /v1beta/models/gemini-2.0-flash:generateContent
     @app.post("/v1beta/models/{target}")

@@ -3,8 +3,9 @@
 Run it as `python -m tests.fakes.ollama_server --port N [--first-token-ms M]`. It serves GET /api/tags
 and POST /api/chat for any model name, whole (`stream: false`) or streamed as newline-delimited JSON
 (Ollama's default): one object per piece with `done: false`, then one with `done: true`, the
-done_reason and the token counts. `format: "json"` answers JSON. Faults on demand and the record of
-requests are described in tests/fakes/control.py.
+done_reason and the token counts. `format: "json"` answers JSON. POST /api/embed answers one vector
+per input, in order, of the model's real dimension (or `dimensions`). Faults on demand and the record
+of requests are described in tests/fakes/control.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from tests.fakes.control import (
     ANSWER_PIECES,
@@ -24,8 +26,11 @@ from tests.fakes.control import (
     streamed,
     whole,
 )
+from tests.fakes.openai_server import fake_vector
 
 MODELS = ("mistral:7b-instruct-q4_K_M", "llama3.2:latest")
+# Embedding models as pulled (a bare name means its :latest tag), and their dimensions.
+EMBEDDING_DIMENSIONS = {"nomic-embed-text": 768, "mxbai-embed-large": 1024, "all-minilm": 384}
 
 
 def _error(fault: str, model: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -65,6 +70,34 @@ def create_app(first_token_delay_s: float = 0.0) -> FastAPI:
                 for name in MODELS
             ]
         }
+
+    @app.post("/api/embed")
+    async def embed(request: Request) -> Response:
+        body, fault = await control.receive(request)
+        model = str(body.get("model", ""))
+        failed = error_response(fault, model, _error)
+        if failed is not None:
+            return failed
+        await control.wait(fault)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+            return JSONResponse({"error": "invalid input type"}, 400)
+        name = model.removesuffix(":latest")
+        if model in MODELS or f"{name}:latest" in MODELS:
+            # What Ollama answers when asked to embed with a chat-only model.
+            return JSONResponse({"error": "this model does not support embeddings"}, 400)
+        dimension = int(body.get("dimensions") or EMBEDDING_DIMENSIONS.get(name, 768))
+        return whole(
+            {
+                "model": model,
+                "embeddings": [fake_vector(text, dimension) for text in texts],
+                "total_duration": 1_000_000,
+                "load_duration": 100_000,
+                "prompt_eval_count": sum(len(text.split()) for text in texts),
+            },
+            fault,
+        )
 
     @app.post("/api/chat")
     async def chat(request: Request) -> Response:

@@ -4,17 +4,24 @@ Run it as `python -m tests.fakes.openai_server --port N [--first-token-ms M]`. I
 and POST /v1/chat/completions for any model name, whole or `stream: true` as server-sent events of
 `chat.completion.chunk` objects (with a usage chunk when `stream_options.include_usage` is set),
 ending with `data: [DONE]`. JSON mode (`response_format: {"type": "json_object"}`) answers JSON.
+POST /v1/embeddings answers one vector per input, in order, as floats or base64 (`encoding_format`),
+of the model's real dimension (or `dimensions`): the same text always gets the same unit vector.
 Faults on demand and the record of requests are described in tests/fakes/control.py.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import random
+import struct
 import time
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from tests.fakes.control import (
     ANSWER_PIECES,
@@ -35,6 +42,19 @@ MODEL = "fake-model"
 def _tokens(text: str) -> int:
     # A word count is close enough: clients only need plausible, non-zero usage.
     return max(1, len(text.split()))
+
+
+# Dimensions of OpenAI's embedding models; other names get DEFAULT_DIMENSION.
+DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+DEFAULT_DIMENSION = 256
+
+
+def fake_vector(text: str, dimension: int) -> list[float]:
+    """A unit vector that depends only on the text and the dimension (the other fakes use it too)."""
+    rng = random.Random(hashlib.sha256(f"{dimension}:{text}".encode()).digest())
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimension)]
+    norm = sum(v * v for v in values) ** 0.5
+    return [v / norm for v in values]
 
 
 def _error(fault: str, model: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -81,6 +101,41 @@ def create_app(first_token_delay_s: float = 0.0) -> FastAPI:
             "object": "list",
             "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "fake"}],
         }
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        body, fault = await control.receive(request)
+        model = str(body.get("model", ""))
+        failed = error_response(fault, model, _error)
+        if failed is not None:
+            return failed
+        await control.wait(fault)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            # The real API takes token arrays too; nothing here sends them.
+            message = "'input' : input must be a non-empty string or a list of non-empty strings"
+            error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+            return JSONResponse({"error": error}, 400)
+        dimension = int(body.get("dimensions") or DIMENSIONS.get(model, DEFAULT_DIMENSION))
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = fake_vector(text, dimension)
+            embedding: Any = (
+                base64.b64encode(struct.pack(f"<{dimension}f", *vector)).decode() if as_base64 else vector
+            )
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(_tokens(text) for text in texts)
+        return whole(
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            fault,
+        )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
