@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.chunking import chunker_for_embedder
 from core.embeddings import (
     EmbedderFailed,
     EmbedderNotAvailable,
@@ -18,7 +19,9 @@ from core.embeddings import (
     embed_texts,
     offered_embedders,
 )
+from core.schemas import ChunkPoint, PageText
 from core.settings import Settings
+from core.vector_store import EmbedderMismatch, VectorStore, collection_name
 from tests.activities.conftest import settings_for_fakes
 from tests.conftest import free_port
 from tests.fakes.process import FakeServer
@@ -209,3 +212,40 @@ async def test_a_chat_only_ollama_model_cannot_embed(settings: Settings) -> None
     with pytest.raises(EmbedderFailed, match="does not support embeddings") as caught:
         await embed_texts(settings, "ollama/llama3.2", TEXTS)
     assert caught.value.non_retryable
+
+
+async def test_a_document_chunked_in_openai_tokens_is_stored_and_found_by_its_embedder(
+    settings: Settings,
+) -> None:
+    embedder = "openai/text-embedding-3-small"
+    chunker = chunker_for_embedder(
+        settings, embedder, max_chunk_tokens=40, overlap_tokens=0, max_embed_tokens=8191
+    )
+    page = PageText(page=1, text=" ".join(f"{text} ({n})" for n in range(6) for text in TEXTS))
+    chunks = chunker.chunk_pages([page], max_chunks=100).chunks
+    assert len(chunks) > 2
+    vectors = await embed_texts(settings, embedder, [chunk.text for chunk in chunks])
+    collection = collection_name(embedder, len(vectors[0]))
+    assert collection == "chunks-openai-text-embedding-3-small-1536"
+    with VectorStore.open(settings) as store:
+        store.ensure_collection(collection, embedder, 1536)
+        points = [
+            ChunkPoint(
+                document_id="doc-1",
+                chunk_index=chunk.chunk_index,
+                owner="1",
+                filename="doc.pdf",
+                page=chunk.page,
+                text=chunk.text,
+                vector=vector,
+            )
+            for chunk, vector in zip(chunks, vectors, strict=True)
+        ]
+        store.upsert(collection, points)
+        # The fake gives a text the same vector as a query: the chunk itself must come first.
+        query = await embed_texts(settings, embedder, [chunks[1].text], input_type="query")
+        hits = store.search(collection, query[0], chunks[1].text, k=3, owner="1", sparse_weight=0.0)
+        assert hits[0].chunk_index == 1
+        # The collection remembers which embedder made it: another one is refused, by name.
+        with pytest.raises(EmbedderMismatch, match="openai/text-embedding-3-small"):
+            store.ensure_collection(collection, "gemini/gemini-embedding-001", 1536)
