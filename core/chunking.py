@@ -170,11 +170,19 @@ class Chunker:
 
     @classmethod
     def from_file(
-        cls, tokenizer_path: str | Path, *, max_chunk_tokens: int, overlap_tokens: int, max_embed_tokens: int
+        cls,
+        tokenizer_path: str | Path,
+        *,
+        max_chunk_tokens: int,
+        overlap_tokens: int,
+        max_embed_tokens: int,
+        tiktoken_cache_dir: Path | None = None,
     ) -> Chunker:
-        """`tokenizer_path`: a tokenizer.json, a model directory holding one, or "tiktoken:<encoding>"."""
+        """`tokenizer_path`: a tokenizer.json, a model directory holding one, or "tiktoken:<encoding>"
+        (see tokenizer_for_embedder), whose BPE file goes to `tiktoken_cache_dir` (None: see
+        core.token_counts.encoding_for)."""
         return cls(
-            load_chunk_tokenizer(tokenizer_path),
+            load_chunk_tokenizer(tokenizer_path, tiktoken_cache_dir),
             max_chunk_tokens=max_chunk_tokens,
             overlap_tokens=overlap_tokens,
             max_embed_tokens=max_embed_tokens,

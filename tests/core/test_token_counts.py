@@ -198,9 +198,15 @@ def test_openai_embedders_chunk_within_the_limit_in_tiktoken_tokens(
 def test_characters_tiktoken_splits_into_bytes_keep_whole_in_chunks(settings: Settings) -> None:
     # Emoji and rare scripts take several tokens per character; a chunk never cuts one in half.
     text = "Ꙩ 🙂🙂 ᚠᚢᚦ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ы. " * 200
+    cache = settings.var_dir / "tiktoken"
     chunker = Chunker.from_file(
-        "tiktoken:o200k_base", max_chunk_tokens=50, overlap_tokens=0, max_embed_tokens=64
+        "tiktoken:o200k_base",
+        max_chunk_tokens=50,
+        overlap_tokens=0,
+        max_embed_tokens=64,
+        tiktoken_cache_dir=cache,
     )
+    assert (cache / cache_file_name("o200k_base")).is_file()
     chunked = chunker.chunk_pages([PageText(page=1, text=text)], max_chunks=1000)
     assert all(text[c.char_start : c.char_end] == c.text for c in chunked.chunks)
     assert all(count_tokens("gpt-4o", c.text) == c.token_count <= 50 for c in chunked.chunks)
