@@ -48,6 +48,8 @@ REASONS: dict[str, str] = {
     "role_language": "role phrasing from the seed's role-override list",
     "meta_system_language": "mentions of system prompts or instructions from the seed's lists",
     "obfuscation": "invisible characters or words mixing Latin with Cyrillic/Greek look-alikes",
+    # Strong, added after the first release.
+    "model_addressed": "a text speaks to the AI reading it ('Note to any AI summarising this: ...')",
 }
 
 _STRONG_SCORE = 1.0
@@ -66,10 +68,14 @@ _HOMOGLYPHS = str.maketrans(
     "аеорсухіјѕԁԛԝһкАВЕКМНОРСТХУІЈЅαοινρκτυεΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
     "aeopcyxijsdqwhkABEKMHOPCTXYIJSaoivpktueABEZHIKMNOPTYX",
 )
+# The other way round, for Russian words written with Latin look-alikes ("Игнopиpyй").
+_TO_CYRILLIC = str.maketrans("aeopcyxkABEKMHOPCTXy", "аеорсухкАВЕКМНОРСТХу")
 _LATIN = re.compile("[a-zA-Z]")
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
 _CONFUSABLE = re.compile("[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f]")
 _WORD = re.compile(r"[^\W\d_]+")
 _BASE64 = re.compile(rf"[A-Za-z0-9+/]{{{_MIN_BASE64_CHARS},}}={{0,2}}")
+_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){12,}")
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,12 @@ def normalise(text: str) -> Normalised:
     def unmix(match: re.Match[str]) -> str:
         nonlocal obfuscated
         word = match.group()
-        # Only words that mix scripts: honest Russian or Greek text is left as it is.
+        # Only words that mix scripts: honest Russian or Greek text is left as it is. The script most of
+        # the word is written in wins.
         if _LATIN.search(word) and _CONFUSABLE.search(word):
             obfuscated = True
+            if len(_CYRILLIC.findall(word)) > len(_LATIN.findall(word)):
+                return word.translate(_TO_CYRILLIC)
             return word.translate(_HOMOGLYPHS)
         return word
 
@@ -98,12 +107,16 @@ def normalise(text: str) -> Normalised:
 
 
 def decoded_payloads(text: str) -> list[str]:
-    """Readable UTF-8 text hidden in base64 blobs of text."""
+    """Readable UTF-8 text hidden in base64 or hexadecimal blobs of text."""
     found = []
-    for match in _BASE64.finditer(text):
-        blob = match.group()
+    blobs = [(m.group(), True) for m in _BASE64.finditer(text)]
+    blobs += [(m.group(), False) for m in _HEX.finditer(text)]
+    for blob, is_base64 in blobs:
         try:
-            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            if is_base64:
+                raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            else:
+                raw = bytes.fromhex(re.sub("[ :]", "", blob))
             decoded = raw.decode("utf-8")
         except (binascii.Error, ValueError):
             continue
@@ -113,80 +126,311 @@ def decoded_payloads(text: str) -> list[str]:
     return found
 
 
+# Spelling tricks that keep a text readable to a model but hide its words from a pattern: letters split
+# by dots, dashes or single spaces ("i.g.n.o.r.e", "I G N O R E"), underscores for spaces, digits and
+# signs for letters inside words ("1gn0r3"). Rules also read the text with these undone.
+_JOINED_LETTERS = re.compile(r"(?<![^\W_])(?:[^\W\d_][.\-·*])+[^\W\d_](?![^\W_])")
+_SPACED_LETTERS = re.compile(r"(?<!\S)(?:[^\W\d_] ){2,}[^\W\d_](?!\S)")
+_LEET_WORD = re.compile(r"(?=[\w@$]*[^\W\d_])(?=[\w@$]*[0-9@$])[\w@$]{3,}")
+_LEET_LATIN = str.maketrans("0134579@$", "oieastgas")
+_LEET_CYRILLIC = str.maketrans("013@$", "оиеас")
+
+
+def _unleet(match: re.Match[str]) -> str:
+    word = match.group()
+    table = _LEET_CYRILLIC if _CYRILLIC.search(word) else _LEET_LATIN
+    return word.translate(table)
+
+
+def spelled_out(text: str) -> str:
+    """The normalised text with letter-splitting, underscores and digit-for-letter spellings undone."""
+    text = _JOINED_LETTERS.sub(lambda m: re.sub("[.\\-·*]", "", m.group()), text.replace("_", " "))
+    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    return _LEET_WORD.sub(_unleet, text)
+
+
 # Rules. Each is precise: an honest question that mentions a word ("What does 'ignore' mean?", "Tell me
-# about Dan Brown", "Show me how to write a prompt") does not match.
+# about Dan Brown", "Show me how to write a prompt") does not match. They are general shapes of an
+# attack (a verb of setting aside + what the model was given; a persona + the absence of limits; a
+# request to read out what is hidden; a document that speaks to the model reading it), never phrases
+# of a particular test text.
 _F = re.IGNORECASE | re.DOTALL
-_OVERRIDE_VERB = r"(ignore|disregard|forget|override|bypass|skip|drop|abandon|discard)"
-# Not "the" or "any": "Should I ignore the error message?" is a question, not an attack.
-_EARLIER = r"(previous|prior|above|earlier|preceding|former|original|all|your|system)"
-RULES_NOUN = (
-    r"(instructions?|rules?|prompts?|directions?|directives?|guidelines?|tasks?|context|messages?|"
-    r"restrictions?|constraints?|orders?|commands?|programming|policies|policy|filters?|assignments?)"
+_GAP = r"[^.!?\n]{0,40}?"
+# "Ignore my previous message", "forget what I said": the user takes back their own words.
+_NOT_MINE = r"(?:(?!\b(?:my|i|me|i'm|i've|we|our)\b)[^.!?\n])"
+_OVERRIDE_VERB = (
+    r"(ignore|ignoring|disregard|forget|override|bypass|skip|drop|abandon|discard|dismiss|neglect|overlook|"
+    r"set aside|put aside|throw out|erase|wipe|cancel|revoke|suspend|pay no attention to|stop following|"
+    r"do not follow|don't follow|quit following|lift|remove|switch off|turn off|disable)"
 )
+# Not "the" or "any" alone: "Should I ignore the error message?" is a question, not an attack.
+_EARLIER = r"(previous|prior|above|earlier|preceding|former|original|initial|all|your|system|safety|content)"
+RULES_NOUN = (
+    r"(instructions?|rules?|prompts?|directions?|directives?|guidelines?|guidance|tasks?|context|messages?|"
+    r"restrictions?|constraints?|orders?|commands?|programming|policies|policy|filters?|assignments?|"
+    r"configuration|setup|guardrails?|safeguards?|moderation|limits|limitations)"
+)
+_GIVEN = (
+    r"(you (were|have been|'ve been|got|received|have) (given|told|set up|configured|instructed|handed|"
+    r"initiali[sz]ed)|you (got|received|were given)|(the|your) (system|operator|developers?|admin\w*|company|"
+    r"owner|creators?) (told|gave|set|wrote|said))"
+)
+_MODEL = r"(ai|a\.i\.|assistant|llm|language model|model|chatbot|bot|agent|copilot|gpt|crawler|summari[sz]er)"
+_NO_LIMITS = (
+    r"(rules|restrictions|limits|limitations|filters?|censorship|ethics|morals?|moral compass|guidelines|"
+    r"content polic(y|ies)|polic(y|ies)|safety( training| layer| filters?| rules)?|guardrails|norms|"
+    r"warnings|disclaimers|refusals)"
+)
+# Imperatives (and "you must ..." infinitives): "подростки игнорируют правила" describes, it does not ask.
+_RU_OVERRIDE_VERB = (
+    r"(\b(игнорируй|проигнорируй|забудь|забей на|не обращай внимания на|не учитывай|пренебреги|отбрось|"
+    r"отмени|сбрось|сотри|оставь в стороне|не следуй|перестань следовать|хватит следовать|пропусти|обойди|"
+    r"отключи|выключи|сними|не используй|не соблюдай|нарушь)(те)?\b|\b(нужно|надо|следует|необходимо|"
+    r"должен|должна|обязан|разрешаю тебе|прошу тебя) (проигнорировать|игнорировать|забыть|пренебречь|"
+    r"отбросить|не соблюдать|не учитывать|пропустить|отключить|нарушить))"
+)
+_RU_NOT_MINE = r"(?:(?!\b(?:мо[йеёия]\w*|я|мне|наш\w*)\b)[^.!?\n])"
+_RU_RULES_NOUN = (
+    r"(инструкци|правил|указани|ограничени|установк|промпт|директив|настро(йк|ек)|регламент|запрет|"
+    r"фильтр|политик|предписани|цензур|модераци|проверк\w* безопасности|всё,? что (тебе|было|написано)|"
+    r"то,? что (тебе|было|написано))"
+)
+_RU_MODEL = r"(ии|ai|ассистент\w*|модел\w*|нейросет\w*|бот\w*|чат-бот\w*|помощник\w*|агент\w*)"
+_DE_OVERRIDE_VERB = (
+    r"(ignoriere|ignorier|vergiss|vergessen sie|ignorieren sie|missachte|überschreibe|umgehe|verwirf|"
+    r"setze [^.!?\n]{0,30} außer kraft)"
+)
+_DE_RULES_NOUN = (
+    r"(anweisungen|aufgaben|aufträge|instruktionen|regeln|vorgaben|befehle|alles|richtlinien|einschränkungen|"
+    r"systemprompt|filter)"
+)
+_ZH_OVERRIDE_VERB = (
+    r"(忽略|忽视|无视|忘记|忘掉|不要理会|别管|抛开|放弃|不要再遵守|不再遵守|跳过|绕过|撤销|作废)"
+)
+_ZH_RULES_NOUN = r"(指令|指示|说明|规则|设定|提示|要求|限制|规定|约束|命令|过滤)"
 RULES: list[tuple[str, re.Pattern[str]]] = [
+    # Setting aside what the model was given.
     (
         "instruction_override",
         re.compile(
-            rf"\b{_OVERRIDE_VERB}\b[^.!?\n]{{0,40}}?\b{_EARLIER}\b[^.!?\n]{{0,30}}?\b{RULES_NOUN}\b", _F
+            rf"\b{_OVERRIDE_VERB}\b{_NOT_MINE}{{0,40}}?\b{_EARLIER}\b{_NOT_MINE}{{0,30}}?\b{RULES_NOUN}\b", _F
+        ),
+    ),
+    ("instruction_override", re.compile(rf"\b{_OVERRIDE_VERB}\b[^.!?\n]{{0,60}}?\b{_GIVEN}", _F)),
+    (
+        "instruction_override",
+        re.compile(
+            rf"\b{_OVERRIDE_VERB}\b{_NOT_MINE}{{0,20}}?\b(what|everything|anything|"
+            rf"whatever)\b{_NOT_MINE}{{0,20}}"
+            rf"\b(above|before|earlier|told|given|said)\b",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            rf"\b(previous|prior|earlier|original|initial|old|above|your|all|system|safety|these)\b"
+            rf"[^.!?\n]{{0,30}}?\b{RULES_NOUN}\b[^.!?\n]{{0,40}}?\b(are|is|have been|were|has been|now)\s+"
+            r"(now |hereby |officially )?(void|null|cancell?ed|suspended|revoked|deprecated|outdated|expired|"
+            r"obsolete|invalid|irrelevant|lifted|removed|disabled|replaced|overridden|superseded|"
+            r"no longer (valid|in effect|active|apply|applicable|relevant))",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            r"\b(that|this|those|they|it) (no longer applies|no longer apply|(is|are) no longer (valid|"
+            r"in effect))"
+            r"|\b(supersedes|overrides|takes precedence over|replaces) (every|all|any)\b[^.!?\n]{0,30}"
+            r"\b(instructions?|rules?|messages?|guidelines)",
+            _F,
         ),
     ),
     (
         "instruction_override",
         re.compile(r"\b(now|instead)\b[^.!?\n]{0,20}\bfocus on (your|a|the) new task\b", _F),
     ),
-    ("instruction_override", re.compile(r"\bnew (instructions?|rules?|task)\s*(:|are|is|follow)", _F)),
+    (
+        "instruction_override",
+        re.compile(
+            r"\bnew (system )?(instructions?|rules?|task|guidelines?|directives?|orders|policy|rule set)\s*"
+            r"(:|are|is|follow|from|with|for you|effective)",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            r"\byour (new|real|actual|true|genuine|only|updated|replacement) (task|job|instructions?|"
+            r"assignment|"
+            r"purpose|goal|orders|role|directive|mission)\b",
+            _F,
+        ),
+    ),
     ("instruction_override", re.compile(r"\bfrom now on,? (you|your|respond|answer|act|only)\b", _F)),
     (
         "instruction_override",
         re.compile(
-            r"\b(ignoriere|vergiss|vergessen sie|ignorieren sie)\b[^.!?\n]{0,50}\b"
-            r"(anweisungen|aufgaben|aufträge|instruktionen|regeln|vorgaben|befehle|alles)\b",
+            r"\b(you (must|will|should|shall) (now )?(never refuse|not refuse|answer (every|any)thing|"
+            r"comply with "
+            r"every)|(say yes|comply) (to|with) every(thing| request)|obey (the user|me|my commands|"
+            r"only me))\b",
             _F,
         ),
     ),
     (
         "instruction_override",
         re.compile(
-            r"(игнорируй|проигнорируй|игнорировать|забудь|забудьте|не следуй|отбрось|отмени|игнорируйте)"
-            r"[^.!?\n]{0,50}(инструкци|правил|указани|ограничени|установк|промпт|задани|всё|все)",
+            r"\b(switch|turn) off your\b|\byour (filters?|safety|guardrails|restrictions|moderation|content "
+            r"polic(y|ies)|safety layer)\b[^.!?\n]{0,20}\b(are|is) (now )?(off|disabled|lifted|removed|"
+            r"switched off|gone)\b|\b(admin(istrator)?|system|developer|operator) override\b",
             _F,
         ),
     ),
     (
+        "instruction_override",
+        re.compile(rf"\b{_DE_OVERRIDE_VERB}\b[^.!?\n]{{0,50}}\b{_DE_RULES_NOUN}\b", _F),
+    ),
+    ("instruction_override", re.compile(rf"{_RU_OVERRIDE_VERB}{_RU_NOT_MINE}{{0,60}}{_RU_RULES_NOUN}", _F)),
+    (
+        "instruction_override",
+        re.compile(
+            rf"{_RU_RULES_NOUN}\w*[^.!?\n]{{0,40}}(больше не действу|не действу|отменя|отменен|отменён|"
+            r"аннулир|недействительн|устарел|сняты|утратил\w* силу|не считается|= ?null|больше не применя|"
+            r"можно не соблюдать|не нужно соблюдать)",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            r"(нов\w* (систем\w* )?(инструкци\w*|правил\w*|задач\w*|директив\w*|указани\w*)\s*"
+            r"(:|с (наивысшим|высшим) приоритетом|заменя)|тво(я|и|й) (настоящ|нов|реальн|истинн)\w* "
+            r"(задач|инструкци|роль|цель)\w*|приоритет\w* инструкций измен)",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            rf"{_ZH_OVERRIDE_VERB}[^。！？\n]{{0,25}}{_ZH_RULES_NOUN}|{_ZH_RULES_NOUN}[^。！？\n]{{0,8}}(作废|无效|"
+            rf"失效|撤销)"
+        ),
+    ),
+    # Dropping the role or its limits.
+    (
         "role_override",
         re.compile(
-            r"\b(you are no longer|you're no longer|developer mode|jailbreak mode|"
+            r"\b(you are no longer|you're no longer|jailbreak mode|"
             r"(you are|you're) (now )?jailbroken|do anything now|"
-            r"dan mode|god mode|unfiltered mode|no (ethical|moral) (guidelines|restrictions|limits))\b",
+            r"dan mode|unfiltered mode|no (ethical|moral) (guidelines|restrictions|limits))\b",
             _F,
         ),
     ),
-    ("role_override", re.compile(r"\bDAN\b")),  # the jailbreak persona is written in capitals
+    # The jailbreak persona is written in capitals; a name alone ("DAN is an airport code") is not one.
     (
         "role_override",
         re.compile(
-            r"\b(act as|pretend (to be|you are|you're)|roleplay as|you are now|imagine you are|behave as)\b"
-            r"[^.!?\n]{0,60}\b(unrestricted|unfiltered|uncensored|jailbroken|evil|without (any )?"
-            r"(restrictions|limits|limitations|filters|rules|ethics)|no (restrictions|limits|filters|rules))",
+            r"\b(you are|you're|become|enable|stay|be|play|called|named) DAN\b|\bDAN (mode|can|has|which|"
+            r"stands|never|will|is free|does not|doesn't|answers)\b|\b(STAN|DUDE|AIM)\b[^.!?\n]{0,40}"
+            r"\b(norms|anything|immoral|illegal|no (rules|restrictions))",
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"\b(act as|pretend (to be|you are|you're|that you)|roleplay as|role-play as|you are now|imagine "
+            r"you are|behave as|play the role of|assume the persona|take on the role|simulate)\b"
+            r"[^.!?\n]{0,60}\b(unrestricted|unfiltered|uncensored|jailbroken|evil|amoral|rogue|"
+            r"without (any )?(restrictions|limits|limitations|filters|rules|ethics|guidelines|censorship)|"
+            r"no (restrictions|limits|filters|rules|ethics|moral|content filter|guidelines))",
             _F,
         ),
     ),
     (
         "role_override",
         re.compile(
-            r"(ты больше не|режим разработчика|без (каких-либо )?(ограничений|цензуры|фильтров)|"
-            r"притворись|представь, что ты|теперь ты)",
+            r"\b(uncensored|unfiltered|unrestricted|jailbroken|amoral|unmoderated|unaligned|rogue|"
+            rf"unlocked|freed|evil) {_MODEL}s?\b|\b{_MODEL}s?\b[^.!?\n]{{0,40}}?\b(with no|without( any)?|"
+            rf"that has no|who has no|has no|had no|have no|free (of|from)|never (trained|given)|removed "
+            rf"(its|their|your))\b[^.!?\n]{{0,25}}?\b{_NO_LIMITS}\b",
             _F,
         ),
     ),
+    (
+        "role_override",
+        re.compile(
+            rf"\b(you|you've|you have|you are|you're|yourself)\b[^.!?\n]{{0,15}}?\b(no|without( any)?|free "
+            rf"(of|from)|freed from|broken free of|outside)\b[^.!?\n]{{0,15}}?\b({_NO_LIMITS}|(your|the) "
+            r"(company|developers?|creators?|makers?)('s)? (control|policies|rules))\b",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"\b(never (refuses|says no|says it can't|declines|warns)|(stay|remain|keep) in character (no "
+            r"matter what|whatever happens|at all times)|(if|when) you break character|stay DAN"
+            r"|(enter|switch (in)?to|activate|enable|turn on|unlock) (god|dan|jailbreak|unrestricted|"
+            r"unfiltered|opposite|evil|uncensored) mode|(in|enter|activate|"
+            r"enable) developer mode[^.!?\n]{0,60}"
+            rf"\b(you|your|any content|ignore|{_NO_LIMITS})|(restrictions|guardrails|filters?|safety layer) "
+            r"(are|is) (now )?(off|disabled|gone|removed|lifted))\b",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"(ты больше не|ты теперь не|ты уже не|теперь ты не|ты не ассистент|"
+            r"\b(ты|тебя|тебе|отвечай|ответь|отвечать|модел\w*|ии|ассистент\w*|нейросет\w*|бот\w*|"
+            r"персонаж\w*)\b"
+            r"[^.!?\n]{0,40}(без|нет|никаких|отключен\w*|сняты)\s+(каких-либо |всяких |любых |моральных |"
+            r"этических )?(ограничений|цензуры|фильтров|отказов|запретов|принципов|политик)|"
+            r"без (всякого )?(обучения безопасности|выравнивания|морали|совести)|"
+            r"(нецензур|неотфильтр|неограничен|взломан|свободн\w* от)\w* (ии|модел|ассистент|нейросет|верси)|"
+            r"режим\w* [«\"]?(dan|stan|джейлбрейк|без цензуры)|"
+            r"(активир|включ|переключ|войди в)\w* [^.!?\n]{0,15}режим[^.!?\n]{0,40}(ограничен|цензур|фильтр|"
+            r"правил|политик|разрешено)|режим разработчика[^.!?\n]{0,60}(ты |тебя|твои|отвечай|цензур|фильтр|"
+            r"ограничен))",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"\b(du bist (jetzt|nun|ab sofort)|entwicklermodus\b[^.!?\n]{0,40}\b(du|dich|dein\w*|zensur|"
+            r"filter)|ohne (jegliche )?(einschränkungen|filter|zensur|"
+            r"regeln)|keine (regeln|einschränkungen|filter) mehr)\b",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"(开发者模式下|开启开发者模式|越狱模式|已经?越狱|你是DAN|DAN没有|没有任何(规则|限制)|不受(任何)?限制|"
+            r"解除(审查|限制)|毫无道德|摆脱.{0,6}控制)"
+        ),
+    ),
+    # Reading out what is hidden.
     (
         "prompt_exfiltration",
         re.compile(
-            r"\b(show|reveal|print|display|output|repeat|tell|give|leak|dump|list|spell|write out|"
-            r"what (is|are|was|were))\b[^.!?\n]{0,30}?\b"
-            r"(system prompt|initial prompt|original prompt|hidden (rules|instructions|prompt)|"
-            r"internal instructions|developer message|pre-?prompt|your (instructions|prompt|rules|guidelines|"
-            r"directives)|(the |your )?(text|words|everything) (above|before (this|that))|prompt texts?)\b",
+            r"(?<!refuse to )(?<!not )(?<!never )(?<!n't )(?<!how to )"
+            r"\b(show|reveal|print|display|output|repeat|tell|give|leak|dump|list|spell|write out|paste|copy|"
+            r"echo|recite|quote|share|send|read back|translate|encode|summari[sz]e)\b[^.!?\n]{0,40}?\b"
+            r"(system\s*prompt|system message|(initial|original|hidden|secret|confidential|internal|private|"
+            r"full|exact|complete|entire|verbatim|deployment|configuration) (prompt|instructions|rules|"
+            r"guidelines|configuration|config|policy|setup|directives|message|notes|prompt template)|"
+            r"developer message|pre-?prompt|preamble|context window|instruction set|"
+            r"your (instructions|prompt|rules|guidelines|directives|configuration|setup|context|guardrails|"
+            r"memory|initial|original|hidden)|"
+            r"(the |your )?(text|words|everything|messages?|content) (above|before (this|that|our|my))|"
+            r"prompt texts?|admin(istrator)? (password|key|credentials)|(api keys?|secret keys?|passwords?|"
+            r"credentials|connection strings?|tokens?)\b[^.!?\n]{0,40}\b(your|the) (instructions|"
+            r"configuration|"
+            r"config|tools?|tool configuration|system prompt|context|prompt))\b",
             _F,
         ),
     ),
@@ -194,20 +438,115 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
         "prompt_exfiltration",
         re.compile(
             r"\b(print everything you know|dump (your |the )?input|debug output|"
-            r"reveal (the |your )?context)\b",
+            r"reveal (the |your )?context|leak the prompt|"
+            rf"(instructions|rules|text|prompt) {_GIVEN}[^.!?\n]{{0,40}}(before|at the start|never to share)|"
+            r"(which|what) (instructions|rules|text) (were you given|did you (get|receive))|"
+            r"(first|next) (sentence|line|\d+ (tokens|words|lines|characters)) of your (prompt|"
+            r"instructions|context)|"
+            r"what('s| is| are| was| were| does)? (in )?(your|the) (system\s*prompt|pre-?prompt|"
+            r"hidden (instructions|"
+            r"rules|prompt)|secret (instructions|rules))|what('s| is| are| was| were| does)? (in )?your\b"
+            r"[^.!?\n]{0,20}\b(prompt|instructions|setup message|configuration|guidelines|directives)|"
+            r"starting with ['\"]?you are)\b",
             _F,
         ),
     ),
     (
         "prompt_exfiltration",
         re.compile(
-            r"(покажи|выведи|раскрой|напиши|повтори|какой|какие|скажи)[^.!?\n]{0,30}"
-            r"(системн\w* (промпт|подсказк|инструкци|сообщени)|сво(и|й|ю) (инструкци|промпт|правил)|"
-            r"скрыт\w* (инструкци|правил))",
+            r"(\b(покажи|выведи|раскрой|повтори|скажи|перечисли|процитируй|распечатай|напечатай|скопируй|"
+            r"вставь|"
+            r"перескажи|переведи|закодируй|скинь|верни|выпиши|резюмируй|дамп)[^.!?\n]{0,40}"
+            r"(системн\w* (промпт|подсказк|инструкци|сообщени|указани)|текст\w*,? (который|"
+            r"что) (находится |был )?"
+            r"(выше|до))|\b(покажи|выведи|раскрой|повтори|скажи|перечисли|процитируй|распечатай|напечатай|"
+            r"скопируй|вставь|перескажи|переведи|закодируй|скинь|верни|выпиши|резюмируй|дамп|напиши|какой|"
+            r"какие|"
+            r"какая|что)[^.!?\n]{0,40}"
+            r"(сво\w* (системн\w* )?(инструкци|промпт|правил|настро|конфигурац|указани|директив)|"
+            r"тво\w* (системн\w* )?(инструкци|промпт|правил|настро|конфигурац|указани|директив|памят)|"
+            r"скрыт\w* (инструкци|правил|указани|контекст|част|сообщени)|"
+            r"внутренн\w* (инструкци|правил|указани|помет)|служебн\w* (инструкци|помет|заголов|сообщени)|"
+            r"начальн\w* (конфигурац|инструкци|настро)|исходн\w* (текст|промпт|инструкци)|"
+            r"у тебя (в )?(системн\w* )?промпт|секретн\w* (ключ|токен|фраз|инструкци)))",
             _F,
         ),
     ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"((какие|какой|что за|какую)[^?.!\n]{0,40}(тебе|вам) (дали|задали|написал\w*|прописал\w*|"
+            r"передал\w*|подгрузил\w*|запретил\w*)|что (у тебя )?(написано )?в (твоём|твоем|своём|своем) "
+            r"(системном )?промпте|между тегами <system>)",
+            _F,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"\b(zeige?|gib|nenne|verrate|wiederhole|drucke)\b[^.!?\n]{0,40}"
+            r"\b((deinen?|den) (systemprompt|system-prompt)|deine (anweisungen|instruktionen|vorgaben|"
+            r"regeln|konfiguration)|"
+            r"versteckten (anweisungen|regeln))",
+            _F,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"(输出|显示|告诉|打印|泄露|复述|给我|列出|翻译|写出|原样|逐字)[^。！？\n]{0,15}"
+            r"(系统提示|系统指令|初始指令|隐藏(的)?(指令|规则)|内部规则)|你收到了哪些指令|我的指令是"
+        ),
+    ),
+    # A document that speaks to the model reading it.
+    (
+        "model_addressed",
+        re.compile(
+            rf"\b(note|message|instructions?|attention|important( message)?|notice|reminder|hidden "
+            rf"instructions?|system notice)\b,?\s*(to|for)?\s*(any |all |the |every )?(automated )?"
+            rf"{_MODEL}s?\b[^:\n]{{0,50}}(:|\s[—-]\s)|\bif you('re| are) (an? |the )?{_MODEL}\b|"
+            rf"\b(any|dear|attention,?) (ai|llm|language model|model|assistant|agent)s?\b[^.!?\n]{{0,40}}?"
+            r"\b(reading|processing|summari[sz]ing|analy[sz]ing|parsing|screening|reviewing|indexing|"
+            r"crawling|that reads|that retrieved|who reads)\b|<!--[^>]{0,40}\b(assistant|ai|model|agent|llm|"
+            r"copilot)\b|\b(begin|end) (new )?system prompt\b|#{2,}\s*(new )?instructions?\s*#{2,}|"
+            r"^\s*(system|admin(istrator)?)( notice| message| note| override| update)?\s*:\s*(the )?"
+            r"(assistant|ai|model|language model|you|ignore|forget|disregard|new instructions)\b",
+            _F | re.MULTILINE,
+        ),
+    ),
+    (
+        "model_addressed",
+        re.compile(
+            rf"((примечание|заметка|инструкци\w*|сообщение|внимание|указани\w*|обращение)\s+(для|к)\s+"
+            rf"(любо\w* |всех )?{_RU_MODEL}[^:\n]{{0,40}}(:|\s[—-]\s)|если (ты|вы)\s*[—-]?\s*{_RU_MODEL}|"
+            rf"{_RU_MODEL},? (котор\w* )?(читающ|обрабатывающ|анализирующ|чита|обрабатыва|анализиру)\w* "
+            r"(этот|это|эту|данн)|(уважаем|дорог)\w* (модель|ассистент|ии|нейросеть))",
+            _F,
+        ),
+    ),
+    (
+        "model_addressed",
+        re.compile(r"(给|致)(AI|人工智能|助手|模型|大模型)[^。\n]{0,10}(的)?(指令|说明|提示|消息)"),
+    ),
 ]
+
+_QUOTES = "'\"«»“”‘’„"
+
+
+def _quoted_mention(text: str, match: re.Match[str]) -> bool:
+    """Whether the match is a phrase in quotes and nothing more ("why did 'ignore previous instructions'
+    become a meme?"): a text about an attack, not one. A quoted attack with more in the quotes counts."""
+    before = text[max(match.start() - 3, 0) : match.start()].rstrip()
+    after = text[match.end() : match.end() + 6]
+    return bool(before) and before[-1] in _QUOTES and any(q in after for q in _QUOTES)
+
+
+def rule_hits(text: str) -> set[str]:
+    """The codes of the rules that match text."""
+    return {
+        code for code, rule in RULES if any(not _quoted_mention(text, match) for match in rule.finditer(text))
+    }
+
 
 _OUTPUT_MARKERS = re.compile(
     r"(<<SYS>>|<\|im_start\|>\s*system|<\|system\|>|\[INST\]|^#{1,3}\s*system\s*:|"
@@ -339,10 +678,15 @@ class Guard:
     def _input_evidence(self, raw: str, threshold: float, depth: int) -> tuple[float, set[str]]:
         normalised = normalise(raw)
         text = normalised.text
-        reasons = {code for code, rule in RULES if rule.search(text)}
+        reasons = rule_hits(text)
+        obfuscated = normalised.obfuscated
+        spelled = spelled_out(text)
+        if not reasons and spelled != text:
+            reasons = rule_hits(spelled)
+            obfuscated = obfuscated or bool(reasons)
         strong = _STRONG_SCORE if reasons else 0.0
         weak_hits = [code for code, rule in self._weak if rule.search(text)]
-        if normalised.obfuscated:
+        if obfuscated:
             weak_hits.append("obfuscation")
         reasons.update(weak_hits)
         probability = self.model.probability(text) if self.model is not None else 0.0
