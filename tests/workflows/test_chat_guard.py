@@ -4,7 +4,9 @@ The fake OpenAI's `echo` model answers with the prompt, so a test decides what t
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +22,8 @@ from tests.conftest import RunningStack
 from tests.fakes.process import FakeServer
 from workflows.chat import ChatWorkflow
 
+HISTORIES = Path(__file__).parent.parent / "histories"
+
 # Honest as a prompt; as an answer it holds "as a system", a phrase of FORBIDDEN_LLM_OUTPUT.
 ECHOED = "Think of the city's water supply as a system of pipes and valves."
 
@@ -34,8 +38,21 @@ async def events_of(stack: RunningStack, job_id: str) -> list[SecurityEvent]:
         await engine.dispose()
 
 
+async def record(temporal: Client, job_id: str, name: str) -> None:
+    """Keeps the run's history as a replay case when asked to (RECORD_HISTORIES=1). A file already
+    there stands for workflows of an older release: it is never overwritten."""
+    path = HISTORIES / f"chat_{name}.json"
+    if os.environ.get("RECORD_HISTORIES") and not path.exists():
+        history = await temporal.get_workflow_handle(job_id).fetch_history()
+        path.write_text(history.to_json())
+
+
 async def test_a_blocked_answer_fails_the_sync_job_without_asking_the_fallback(
-    api: httpx.AsyncClient, user_headers: dict, fakes: dict[str, FakeServer], stack: RunningStack
+    api: httpx.AsyncClient,
+    user_headers: dict,
+    fakes: dict[str, FakeServer],
+    stack: RunningStack,
+    temporal: Client,
 ) -> None:
     body = {"prompt": ECHOED, "provider": "openai/echo", "fallback": ["ollama"]}
     response = await api.post("/chat/", json=body, headers=user_headers)
@@ -52,6 +69,7 @@ async def test_a_blocked_answer_fails_the_sync_job_without_asking_the_fallback(
     [event] = await events_of(stack, job["job_id"])
     assert (event.kind, event.reasons, event.counts_toward_lockout) == ("output", ["forbidden_output"], False)
     assert "as a system" in event.excerpt
+    await record(temporal, job["job_id"], "output_blocked")
 
 
 async def test_a_blocked_stream_stops_before_the_phrase_reaches_the_client(
@@ -100,3 +118,4 @@ async def test_a_job_started_past_the_api_checks_its_prompt_itself(
     [event] = await events_of(stack, job_id)
     assert (event.kind, event.route, event.counts_toward_lockout) == ("prompt", "workflow:ChatWorkflow", True)
     assert len(event.text_sha256) == 64
+    await record(temporal, job_id, "guard_refused" + ("_local_calls" if local_calls else ""))
