@@ -85,8 +85,11 @@ async def answer_or_accepted(
     except TimeoutError:
         return accepted(handle.id, status_url)
     except WorkflowFailureError as exc:
-        error = failure_to_error(exc)
-        status = FAILURE_STATUS.get(error.code, 502)
-        raise ApiError(
-            status, error.code, error.message, {"job_id": handle.id, **(error.details or {})}
-        ) from None
+        raise failed_job_error(handle.id, exc) from None
+
+
+def failed_job_error(job_id: str, exc: WorkflowFailureError) -> ApiError:
+    """A sync call's answer when its job failed: the job's error code, with an HTTP status to match."""
+    error = failure_to_error(exc)
+    details = {"job_id": job_id, **(error.details or {})}
+    return ApiError(FAILURE_STATUS.get(error.code, 502), error.code, error.message, details)

@@ -19,10 +19,9 @@ from temporalio.client import WorkflowFailureError
 from api.deps import CurrentUser, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.guard_check import chat_texts, check_user_input
-from api.job_requests import IdempotencyKey
+from api.job_requests import IdempotencyKey, failed_job_error
 from api.routes.chat import _start_chat, start_chat_stream
 from api.streams import Delta, JobStream
-from core.jobs import failure_to_error
 from core.schemas import ChatRequest, ChatResult, JobError, Message, ProviderName
 from core.settings import Settings
 
@@ -120,8 +119,7 @@ async def chat_completions(  # type: ignore[no-untyped-def]
     try:
         result = ChatResult.model_validate(await handle.result())
     except WorkflowFailureError as exc:
-        error = failure_to_error(exc)
-        raise ApiError(502, error.code, error.message, {"job_id": handle.id}) from None
+        raise failed_job_error(handle.id, exc) from None
     return _completion(result, created)
 
 
