@@ -103,3 +103,17 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def utc_instant(instant: datetime, name: str) -> datetime:
+    """A time from a query string as a UTC instant; one without an offset is read as UTC, the logs' own
+    zone."""
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is a valid ISO time but no UTC one: a 422, not a failed query.
+        raise ApiError(
+            422, "invalid_request", f"{name} is out of range in UTC", {"field": f"query.{name}"}
+        ) from None

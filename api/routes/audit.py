@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from api.deps import AdminUser, SessionDep
+from api.deps import AdminUser, SessionDep, utc_instant
 from core.tables import AuditEvent
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -27,11 +27,6 @@ class AuditEventOut(BaseModel):
 class AuditEventPage(BaseModel):
     events: list[AuditEventOut]
     total: int
-
-
-def _aware(instant: datetime) -> datetime:
-    # A query string's time without an offset is read as UTC, the log's own zone.
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
 
 
 @router.get("/audit-events", response_model=AuditEventPage)
@@ -52,9 +47,9 @@ async def list_audit_events(
     if action is not None:
         query = query.where(AuditEvent.action == action)
     if since is not None:
-        query = query.where(AuditEvent.at >= _aware(since))
+        query = query.where(AuditEvent.at >= utc_instant(since, "since"))
     if until is not None:
-        query = query.where(AuditEvent.at < _aware(until))
+        query = query.where(AuditEvent.at < utc_instant(until, "until"))
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = await session.scalars(
         query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import String, cast, func, select
 
-from api.deps import AdminUser, SessionDep, SettingsDep
-from api.errors import ApiError, not_found
+from api.deps import AdminUser, SessionDep, SettingsDep, utc_instant
+from api.errors import not_found
 from core.audit import AuditAction, record
 from core.security_events import current_lockouts, lockout_until
 from core.tables import SecurityEvent, User
@@ -60,19 +60,6 @@ class LockoutLifted(BaseModel):
     was_locked_until: datetime | None
 
 
-def _utc(instant: datetime, name: str) -> datetime:
-    # A query string's time without an offset is read as UTC, the log's own zone.
-    if instant.tzinfo is None:
-        return instant.replace(tzinfo=UTC)
-    try:
-        return instant.astimezone(UTC)
-    except OverflowError:
-        # 0001-01-01T00:00+01:00 is a valid ISO time but no UTC one: a 422, not a failed query.
-        raise ApiError(
-            422, "invalid_request", f"{name} is out of range in UTC", {"field": f"query.{name}"}
-        ) from None
-
-
 @router.get("/security-events", response_model=SecurityEventPage)
 async def list_security_events(
     _: AdminUser,
@@ -98,9 +85,9 @@ async def list_security_events(
     if kind is not None:
         query = query.where(SecurityEvent.kind == kind)
     if since is not None:
-        query = query.where(SecurityEvent.at >= _utc(since, "since"))
+        query = query.where(SecurityEvent.at >= utc_instant(since, "since"))
     if until is not None:
-        query = query.where(SecurityEvent.at < _utc(until, "until"))
+        query = query.where(SecurityEvent.at < utc_instant(until, "until"))
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = await session.scalars(
         query.order_by(SecurityEvent.at.desc(), SecurityEvent.id.desc()).limit(limit).offset(offset)
