@@ -37,6 +37,7 @@ async def test_a_chat_job_is_a_workflow_the_cli_lists_and_shows(
         and e["markerRecordedEventAttributes"]["markerName"] == "core_local_activity"
     ]
     assert [json.loads(base64.b64decode(m))["activity_type"] for m in markers] == [
+        "check_prompt",
         "generate",
         "save_completion",
     ]

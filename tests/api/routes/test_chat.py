@@ -89,7 +89,8 @@ async def test_a_provider_refusal_fails_the_job_at_once_with_its_reason(
     # local activity, whose attempts only the job's steps tell.)
     steps = (await api.get(f"/jobs/{job_id}/steps", headers=user_headers)).json()["steps"]
     assert [(s["name"], s["local"], s["attempts"], s["status"]) for s in steps] == [
-        ("generate", True, 1, "failed")
+        ("check_prompt", True, 1, "completed"),
+        ("generate", True, 1, "failed"),
     ]
 
 

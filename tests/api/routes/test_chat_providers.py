@@ -70,7 +70,7 @@ async def test_a_server_error_then_success_is_one_job_with_two_attempts(
     )
     assert response.status_code == 200, response.text
     assert response.json()["text"] == FAKE_ANSWER
-    [generate, _save] = await steps(api, response.json()["job_id"], user_headers)
+    [_check, generate, _save] = await steps(api, response.json()["job_id"], user_headers)
     assert generate["name"] == "generate" and generate["attempts"] == 2 and generate["status"] == "completed"
     assert len(await fakes["gemini"].requests()) == 2
 
@@ -117,5 +117,5 @@ async def test_cancelling_a_job_stuck_on_a_slow_provider_ends_it_cancelled(
     assert response.status_code == 202, response.text
     job = await wait_for_job(api, job_id, user_headers, timeout_s=30)
     assert job["status"] == "cancelled"
-    [generate] = await steps(api, job_id, user_headers)
+    [_check, generate] = await steps(api, job_id, user_headers)
     assert generate["status"] == "cancelled"

@@ -248,7 +248,9 @@ async def test_steps_of_a_completed_chat(api: httpx.AsyncClient, user_headers: d
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["job_id"] == result["job_id"] and body["status"] == "completed"
-    generate, save = body["steps"]
+    check, generate, save = body["steps"]
+    # The guard's check of the prompt runs in the workflow task, as a local activity.
+    assert check["name"] == "check_prompt" and check["local"] and check["status"] == "completed"
     assert generate["name"] == "generate" and generate["status"] == "completed"
     assert generate["attempts"] == 1 and generate["error"] is None and not generate["local"]
     assert generate["scheduled_at"] <= generate["started_at"] <= generate["finished_at"]
@@ -264,7 +266,8 @@ async def test_steps_of_a_job_whose_provider_failed_show_the_error(
     job_id = (await finished_async_job(api, user_headers, FAILS_AT_ONCE))["job_id"]
     body = (await api.get(f"/jobs/{job_id}/steps", headers=user_headers)).json()
     assert body["status"] == "failed"
-    [generate] = body["steps"]
+    [check, generate] = body["steps"]
+    assert check["name"] == "check_prompt" and check["status"] == "completed"
     assert generate["name"] == "generate" and generate["status"] == "failed"
     assert generate["attempts"] == 1  # a 404 from the provider is not retried
     assert "no-such-model" in generate["error"] and "does not exist" in generate["error"]
@@ -278,6 +281,7 @@ async def test_a_sync_chat_calls_its_provider_inside_the_workflow_task(
     result = await completed_job(api, user_headers)
     steps = (await api.get(f"/jobs/{result['job_id']}/steps", headers=user_headers)).json()["steps"]
     assert [(s["name"], s["local"], s["status"], s["attempts"]) for s in steps] == [
+        ("check_prompt", True, "completed", 1),
         ("generate", True, "completed", 1),
         ("save_completion", True, "completed", 1),
     ]
@@ -331,7 +335,7 @@ async def test_cancelling_a_long_chat_ends_it_and_frees_the_model(
 
     async def generating() -> dict | None:
         steps = (await api.get(f"/jobs/{job_id}/steps", headers=user_headers)).json()["steps"]
-        return steps[0] if steps and steps[0]["status"] == "running" else None
+        return next((s for s in steps if s["name"] == "generate" and s["status"] == "running"), None)
 
     step = await eventually(generating)
     running_at = time.perf_counter()
@@ -370,8 +374,8 @@ async def test_cancelling_a_long_chat_ends_it_and_frees_the_model(
     assert tokens < max_tokens / 2, timings
     assert cancelled_after < 0.1 * remaining, timings
     assert freed_after < 0.5 * remaining, timings
-    [generate] = (await api.get(f"/jobs/{job_id}/steps", headers=user_headers)).json()["steps"]
-    assert generate["status"] == "cancelled"
+    [_check, generate] = (await api.get(f"/jobs/{job_id}/steps", headers=user_headers)).json()["steps"]
+    assert generate["name"] == "generate" and generate["status"] == "cancelled"
 
 
 async def test_cancelling_a_closed_job_is_a_conflict(api: httpx.AsyncClient, user_headers: dict) -> None:
