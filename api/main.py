@@ -30,6 +30,7 @@ from api.routes import (
     rag,
     search,
     security,
+    users,
 )
 from core.db import create_engine, create_sessionmaker
 from core.settings import Settings, get_settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys,
         audit,
         security,
+        users,
         chat,
         completions,
         documents,

@@ -14,6 +14,10 @@ class AuditAction(StrEnum):
     user_register = "user.register"
     api_key_revoke = "api_key.revoke"
     lockout_lift = "lockout.lift"
+    # Changes an admin makes to a user's account (api/routes/users.py).
+    user_role_change = "user.role_change"
+    user_deactivate = "user.deactivate"
+    user_activate = "user.activate"
 
 
 def record(
