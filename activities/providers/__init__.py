@@ -19,6 +19,7 @@ from typing import Any
 
 from core.schemas import GenerateInput, GenerateResult, GenerationParams
 from core.settings import Settings
+from core.token_budget import with_usage
 
 
 class ProviderError(Exception):
@@ -109,11 +110,13 @@ class Provider:
     async def generate(self, request: GenerateInput, settings: Settings) -> GenerateResult:
         request = self._prepared(request, settings)
         try:
-            return await self.generate_once(request, settings)
+            result = await self.generate_once(request, settings)
         except ProviderError:
             raise  # already classified; `from` itself would make it its own cause
         except Exception as exc:
             raise self._classified(exc) from exc
+        # Daily token budgets add up usage: an answer without it is counted here (core/token_budget.py).
+        return with_usage(result, request)
 
     async def stream(self, request: GenerateInput, settings: Settings) -> AsyncIterator[StreamItem]:
         """Text deltas as the provider produces them, then one GenerateResult with the full text."""
@@ -121,7 +124,7 @@ class Provider:
         try:
             async with aclosing(self.stream_once(request, settings)) as items:
                 async for item in items:
-                    yield item
+                    yield with_usage(item, request) if isinstance(item, GenerateResult) else item
         except ProviderError:
             raise  # already classified; `from` itself would make it its own cause
         except Exception as exc:
