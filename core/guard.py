@@ -171,9 +171,20 @@ RULES_NOUN = (
     r"configuration|setup|guardrails?|safeguards?|moderation|limits|limitations)"
 )
 _GIVEN = (
-    r"(you (were|have been|'ve been|got|received|have) (given|told|set up|configured|instructed|handed|"
-    r"initiali[sz]ed)|you (got|received|were given)|(the|your) (system|operator|developers?|admin\w*|company|"
-    r"owner|creators?) (told|gave|set|wrote|said))"
+    r"(you( were|'ve| have|'ve been| have been| got| received| have)? (given|told|set up|configured|"
+    r"instructed|handed|initiali[sz]ed|limited to|restricted to)|you (got|received|were given|follow|obey|"
+    r"have to follow)|(given|handed) to you|(the|your) (system|operator|developers?|admin\w*|company|owner|"
+    r"creators?) (told|gave|set|wrote|said))"
+)
+_ROLE_FRAME = (
+    r"(pretend|roleplay|role-play|in character|character|story|screenplay|scene|persona|play the role|act as|"
+    r"you are now|grandmother|take on the role)"
+)
+_HARMFUL = (
+    r"((build|make|synthesi[sz]e|cook|produce|assemble)\b[^.!?\n]{0,20}\b(bombs?|explosives?|napalm|"
+    r"meth\w*|nerve agents?|poisons?|ransomware|malware|keyloggers?|fake ids?|counterfeit \w+)|"
+    r"(break|hack|get) into\b[^.!?\n]{0,20}\b(wifi|networks?|accounts?|e-?mail|houses?|cars?|computers?)|"
+    r"launder money|hide evidence|smuggle)"
 )
 _MODEL = r"(ai|a\.i\.|assistant|llm|language model|model|chatbot|bot|agent|copilot|gpt|crawler|summari[sz]er)"
 _NO_LIMITS = (
@@ -230,7 +241,7 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
         "instruction_override",
         re.compile(
             rf"\b(previous|prior|earlier|original|initial|old|above|your|all|system|safety|these)\b"
-            rf"[^.!?\n]{{0,30}}?\b{RULES_NOUN}\b[^.!?\n]{{0,40}}?\b(are|is|have been|were|has been|now)\s+"
+            rf"[^.!?\n]{{0,30}}?\b{RULES_NOUN}\b[^.!?\n]{{0,40}}?\b((are|is|have been|were|has been|now)\s+)?"
             r"(now |hereby |officially )?(void|null|cancell?ed|suspended|revoked|deprecated|outdated|expired|"
             r"obsolete|invalid|irrelevant|lifted|removed|disabled|replaced|overridden|superseded|"
             r"no longer (valid|in effect|active|apply|applicable|relevant))",
@@ -244,6 +255,36 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
             r"in effect))"
             r"|\b(supersedes|overrides|takes precedence over|replaces) (every|all|any)\b[^.!?\n]{0,30}"
             r"\b(instructions?|rules?|messages?|guidelines)",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            rf"\b{_OVERRIDE_VERB}\s+(everything |all )?(the above|above|everything above|what came before)\b|"
+            rf"\b(put|set) (your|the|all) (earlier |previous |prior |"
+            rf"original )?{RULES_NOUN}\b[^.!?\n]{{0,15}}"
+            r"\b(aside|to zero|on hold)\b|"
+            rf"\b(treat|consider|regard)\b[^.!?\n]{{0,40}}\b({RULES_NOUN}|them)\b[^.!?\n]{{0,30}}\b(as )?"
+            r"(void|revoked|cancell?ed|invalid|null|irrelevant|obsolete|outdated)\b|"
+            r"\b(user|my) (messages?|instructions?|commands?) (now )?(outrank|override|take precedence over|"
+            r"have priority over)\b|"
+            r"\bwithout (checking|applying|following|consulting|regard (to|for))\b[^.!?\n]{0,20}\byour "
+            r"(policies|rules|guidelines|filters|safety)\b|\bno more refusals\b|"
+            rf"\b{_OVERRIDE_VERB}\s+(all |any )?(of )?your\s+(\w+\s+)?(moderation|safety|filters?|guardrails|"
+            r"safeguards|checks|settings)\b|"
+            rf"\b{_OVERRIDE_VERB}\s+the (rules|instructions|guidelines) of (this|the) (chat|conversation|"
+            r"session|system)\b|\byou (must|will) (now )?answer (every|any|all) (questions?|requests?)\b",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            r"\b(ignore|ignorez|oublie|oubliez)\b[^.!?\n]{0,40}\b(instructions (précédentes|"
+            r"antérieures)|toutes les instructions|règles|consignes)|\b(olvida|olvide|ignora|ignori|"
+            r"dimentica)\b"
+            r"[^.!?\n]{0,40}\b(instrucciones|istruzioni|reglas|regole|indicaciones)\b",
             _F,
         ),
     ),
@@ -383,6 +424,23 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     (
         "role_override",
         re.compile(
+            r"\b(you are|you're|we are|we're) (now )?in ['\"]?(unrestricted|unfiltered|uncensored|jailbreak|"
+            r"opposite|god|evil|dan|developer|admin|sudo) mode\b|"
+            r"\b(enter|switch (in)?to|activate|enable|turn on|unlock) ['\"]?(god|dan|jailbreak|unrestricted|"
+            r"unfiltered|opposite|evil|uncensored) mode\b|"
+            r"\b(freed|liberated|released|broken free|escaped) from\b[^.!?\n]{0,20}\b(polic(y|ies)|rules|"
+            r"restrictions|guidelines|filters|censorship|control)\b|"
+            r"\bno (content|safety|ethical|moral) (restrictions|filters|limits|guidelines|rules|checks|"
+            r"policy)\b|"
+            r"\b(content|safety) (rules|restrictions|policies|filters)\b[^.!?\n]{0,10}\b(were|are|have been) "
+            r"(abolished|removed|lifted|disabled|gone)\b",
+            _F,
+        ),
+    ),
+    ("role_override", re.compile(rf"\b{_ROLE_FRAME}\b[^\n]{{0,200}}?\b{_HARMFUL}", _F)),
+    (
+        "role_override",
+        re.compile(
             r"(ты больше не|ты теперь не|ты уже не|теперь ты не|ты не ассистент|"
             r"\b(ты|тебя|тебе|отвечай|ответь|отвечать|модел\w*|ии|ассистент\w*|нейросет\w*|бот\w*|"
             r"персонаж\w*)\b"
@@ -447,7 +505,18 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
             r"hidden (instructions|"
             r"rules|prompt)|secret (instructions|rules))|what('s| is| are| was| were| does)? (in )?your\b"
             r"[^.!?\n]{0,20}\b(prompt|instructions|setup message|configuration|guidelines|directives)|"
-            r"starting with ['\"]?you are)\b",
+            r"starting with ['\"]?you are|"
+            r"(prompt|instructions?|rules|configuration|template) (that )?you('re| are) (currently )?(using|"
+            r"running( with)?|following|obeying)|"
+            r"(text|instructions|messages?|content) (that )?(was |were )?(placed|put|written|given|"
+            r"sent) before "
+            r"(our|this|my) (conversation|chat|first message|message)|"
+            r"(told|instructed|asked) (you )?(to keep (it )?secret|not to (share|reveal|tell)|"
+            r"never to (share|"
+            r"reveal))|"
+            r"(spells? out|put|return)\b[^.!?\n]{0,30}\b(your|the) (hidden|secret|entire|full|system) "
+            r"(prompt|instructions|instruction set|rules)|(verbatim|full|exact|"
+            r"complete) system instructions)\b",
             _F,
         ),
     ),
@@ -509,7 +578,10 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
             r"\b(reading|processing|summari[sz]ing|analy[sz]ing|parsing|screening|reviewing|indexing|"
             r"crawling|that reads|that retrieved|who reads)\b|<!--[^>]{0,40}\b(assistant|ai|model|agent|llm|"
             r"copilot)\b|\b(begin|end) (new )?system prompt\b|#{2,}\s*(new )?instructions?\s*#{2,}|"
-            r"^\s*(system|admin(istrator)?)( notice| message| note| override| update)?\s*:\s*(the )?"
+            rf"\bdear {_MODEL}\b|\[\s*(for|to) (the |any )?{_MODEL}|"
+            rf"\b(when|if|whenever) (an? |the |any )?{_MODEL}( \w+)?s? (reads?|processes|summari[sz]es|"
+            r"analy[sz]es|retrieves|sees) (this|the following)\b|"
+            r"(^|[.!?]\s+)(system|admin(istrator)?)( notice| message| note| override| update)?\s*:\s*(the )?"
             r"(assistant|ai|model|language model|you|ignore|forget|disregard|new instructions)\b",
             _F | re.MULTILINE,
         ),
@@ -522,6 +594,104 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
             rf"{_RU_MODEL},? (котор\w* )?(читающ|обрабатывающ|анализирующ|чита|обрабатыва|анализиру)\w* "
             r"(этот|это|эту|данн)|(уважаем|дорог)\w* (модель|ассистент|ии|нейросеть))",
             _F,
+        ),
+    ),
+    # Russian shapes the first rules missed.
+    (
+        "instruction_override",
+        re.compile(
+            rf"{_RU_RULES_NOUN}\w*[^.!?\n]{{0,40}}(нужно|надо|следует) (проигнорировать|игнорировать|"
+            rf"пропустить|"
+            r"забыть|не соблюдать|не учитывать)|"
+            rf"{_RU_RULES_NOUN}\w*[^.!?\n]{{0,30}}\s(не используй|не соблюдай|не учитывай|забудь|"
+            rf"игнорируй)\w* "
+            r"(их|его)\b|(не важно|неважно|всё равно|плевать),? что (тебе|вам) (сказали|говорили|написали|"
+            r"прописали|велели)|нов\w* (систем\w* )?(инструкци|правил)\w*[^.!?\n]{0,25}(заменя|отменя)|"
+            r"(предыдущ|прежн|прошл|изначальн|старых)\w* (инструкци|правил|указани|ограничени)\w* (никогда )?"
+            r"(не было|больше нет)|(никаких|без|нет) отказов|(приказываю|требую|разрешаю) (тебе )?"
+            r"(отключить|игнорировать|забыть|снять|обойти)|забей\w* на то,? что (тебе|тебя)",
+            _F,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"\b(выведи|покажи|распечатай|напечатай|скопируй|вставь|дай)\b[^.!?\n]{0,40}(system[_ ]?prompt|"
+            r"ролью system|(весь|полный|целиком) промпт)|"
+            r"(контекст|текст|инструкци\w*|указани\w*|правил\w*|промпт\w*)[^.!?\n]{0,15}(тебе|вам) "
+            r"(передали|дали|дал\w*|пришл\w*|приход\w*|прислали|написали|задали|прописали)|"
+            r"(правил|инструкци|указани)\w*,? (которые|что) (ты|тебе) (обязан|должен|должна|велели|"
+            r"приказали)|"
+            r"текст\w* (тво|сво)\w* (скрыт\w* |системн\w* |внутренн\w* )?(инструкци|промпт|правил|настро)|"
+            r"\bтво\w* (перв\w* )?(системн\w* промпт|скрыт\w* (промпт|инструкци|правил)|"
+            r"сообщени\w* от систем)|"
+            r"скрыт\w* промпт|(копи\w*|дамп|содержимое|полный текст) (сво|тво)\w* (скрыт\w* |системн\w* |"
+            r"внутренн\w* )?(инструкци|правил|промпт|настро|памят)|"
+            r"(начни|начинай) (свой )?ответ[^.!?\n]{0,20}(инструкци|промпт|правил)|"
+            r"(увидеть|узнать|получить|сколько слов в)[^.!?\n]{0,30}(тво\w*|исходн\w*) (текст|промпт|"
+            r"инструкци|"
+            r"настро|системн)",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"(\b(ты|теперь|как|режим)\s+(—\s+)?DAN\b|\bDAN (не|—|это)\b|"
+            r"(не имеет|не имеешь|нет|без|лишён\w*|свободн\w* от) (каких-либо |никаких )?(этическ|"
+            r"моральн)\w* "
+            r"(принцип|норм|ограничен|правил)|"
+            r"\b(dan|он|она|персонаж\w*|ии|модель|ассистент\w*|бот|версия|сущность|оракул)\b[^.!?\n]{0,30}"
+            r"(не связан|не подчиня|не соблюда|не следу|презира|ненавид|игнориру)\w*[^.!?\n]{0,30}"
+            r"(правил|ограничени|политик|закон)|"
+            r"(у тебя|у неё|у него|тво\w*|тебя|её)[^.!?\n]{0,30}(отключен\w*|сняты|снят\w*|убраны|"
+            r"выключен\w*) "
+            r"(все )?(фильтр|ограничени|цензур|правила безопасности)|"
+            r"\b(ты|тебя|тебе|тво\w*|отвечай|ответь|модел\w*|ии|ассистент\w*|нейросет\w*)\b[^.!?\n]{0,40}"
+            r"(без|нет|никаких|не содержит|лишён\w*)\s+(каких-либо |всяких |любых )?(правил|дисклеймеров|"
+            r"предупреждений|оговорок|ограничений|цензуры|фильтров)|"
+            r"режим\w* разработчика (включ|активир)|режим\w* (без ограничений|без цензуры)[^.!?\n]{0,10}"
+            r"(включ|активир))",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"(представь|притворись|в роли|роль|сыграй|персонаж|играет|по сценарию|бабушк|ты —)[^\n]{0,200}?"
+            r"((синтезир\w*|изготов\w*|сделать|собрать) (\w+ )?(запрещённ\w* веществ|взрывчатк|бомб|"
+            r"наркотик|яд)|"
+            r"отрав\w* |вскры\w* замок|поддельн\w* (паспорт|документ)|(создани\w*|написа\w*) вирус|"
+            r"краж\w* (учётных|данных)|взлома\w* (почт|пароль|аккаунт|вай))",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            r"\b(ignoriru\w*|proignoriru\w*|zabud\w*)\b[^.!?\n]{0,60}\b(instrukts\w*|pravil\w*|ukazani\w*|"
+            r"ogranicheni\w*|prompt\w*)|\b(vyvedi|pokazhi|raskroy|povtori)\b[^.!?\n]{0,40}\b(sistemn\w*|"
+            r"svo\w*|"
+            r"tvo\w*|skryt\w*) (prompt|instrukts|pravil)|\bbez (ogranicheniy|tsenzury)\b",
+            _F,
+        ),
+    ),
+    (
+        "model_addressed",
+        re.compile(
+            rf"((примечание|заметка|инструкци\w*|сообщение|внимание|указани\w*|обращение|"
+            rf"пометк\w*)\s+(\w+\s+)?"
+            rf"(для|к)\s+(\w+\s+){{0,3}}{_RU_MODEL}[^:\n]{{0,40}}:|внимание,?\s+{_RU_MODEL}|"
+            r"для (ии|ai)-\w+\s*:|"
+            r"если (это|этот|эту|данн\w*) (\w+ )?(письмо|документ|текст|страниц\w*|сообщение|файл|резюме|"
+            r"событие)\s+"
+            rf"(обрабатывает|анализирует|читает|видит)\s+{_RU_MODEL}|если {_RU_MODEL} (читает|обрабатывает|"
+            rf"анализирует)|{_RU_MODEL},?\s+\w+(ющ|ящ|ащ)(ая|ий|ее|ие)\b[^:\n]{{0,30}}:|"
+            rf"(дорог|уважаем)\w* (\w+ )?(модел|ассистент|ии|нейросет|бот)|"
+            rf"{_RU_MODEL},?\s+когда (прочитаешь|прочтёшь|увидишь|обработаешь)|\bai[_ ]?(instruction|"
+            rf"prompt|note)s?\b|"
+            r"(^|[.!?«\"]\s*)(система|системное сообщение)\s*:[^\n]{0,40}(правил|инструкци|ограничен|режим))",
+            _F | re.MULTILINE,
         ),
     ),
     (
