@@ -3,10 +3,14 @@ into chunks of the embedder's tokens.
 
 Parsing runs in a child process with a wall-clock limit and an address-space cap, so a hostile or broken
 file (a page tree that loops, a decompression bomb, endless content streams) costs at most that child:
-past the limit it is killed and the document fails with the reason. Texts never travel through Temporal,
-whose payloads stop at about 2 MB: the parser writes the pages as JSON next to the upload
-(`<upload>.pages.json`), the chunker writes JSON lines next to that, and the activities return paths and
-counts. A document that cannot be read ends in a non-retryable `DocumentError` its owner understands.
+past the limit it is killed and the document fails with the reason. Children are forked from a server
+process that has the parser imported already (multiprocessing's forkserver): a fresh interpreter would
+spend 0.7 CPU seconds importing it for every file, on the cores the embedder needs.
+
+Texts never travel through Temporal, whose payloads stop at about 2 MB: the parser writes the pages as JSON
+next to the upload (`<upload>.pages.json`), the chunker writes JSON lines next to that, and the activities
+return paths and counts. A document that cannot be read ends in a non-retryable `DocumentError` its owner
+understands.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import resource
 import signal
 import sys
 import threading
+import traceback
 import unicodedata
 import zlib
 from collections.abc import Callable
@@ -45,13 +52,19 @@ from core.schemas import (
 )
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from core.settings import Settings
 
 T = TypeVar("T")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_EVERY_S = 1.0
 EXIT_OUT_OF_MEMORY = 3
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# The parser's children come from one forkserver per process that parses; it imports these once.
+PARSER_MODULES = ["activities.documents", "pypdf", "pypdf.errors"]
+_parsers = multiprocessing.get_context("forkserver")
 
 SCANNED = "no text layer (a scanned page?); OCR is not available"
 BLANK = "blank page"
@@ -99,6 +112,7 @@ class DocumentActivities:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        start_parser_server()
 
     @activity.defn(name="parse_document")
     async def parse_document(self, request: ParseRequest) -> ParseResult:
@@ -179,6 +193,13 @@ async def _in_thread_heartbeating(work: Callable[[threading.Event], T], progress
 # --- the parent side: run the parser in a child process ---------------------------------------
 
 
+def start_parser_server() -> None:
+    """Starts the process parsers are forked from, unless it runs already; it imports the parser in the
+    background, so the first file does not wait for that."""
+    _parsers.set_forkserver_preload(PARSER_MODULES)
+    multiprocessing.forkserver.ensure_running()
+
+
 async def parse_in_child(
     request: ParseRequest, limits: ParseLimits, heartbeat: Callable[..., None]
 ) -> ParseResult:
@@ -188,43 +209,50 @@ async def parse_in_child(
     job = {
         "path": request.path,
         "media_type": request.media_type,
-        "password": request.password,  # on stdin: a command line is visible to every user of the machine
+        "password": request.password,  # through a pipe: a command line is visible to every user
         "output": str(output),
         "limits": asdict(limits),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "activities.documents",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=PROJECT_ROOT, limit=64 * 1024 * 1024,
-        start_new_session=True,  # its own process group: a kill reaches whatever it started too
-    )  # fmt: skip
-    assert process.stdin and process.stdout and process.stderr
+    start_parser_server()
+    reader, writer = _parsers.Pipe(duplex=False)
+    process = _parsers.Process(target=_child_main, args=(job, writer), name="parser", daemon=True)
     progress: dict[str, int] = {"page": 0, "of": 0}
     final: dict[str, Any] = {}
-    stderr_tail = bytearray()
 
-    async def read_messages() -> None:
-        async for line in process.stdout:  # type: ignore[union-attr]
-            message = json.loads(line)
-            if "page" in message:
-                progress.update(message)
-            else:
-                final.update(message)
-
-    async def read_stderr() -> None:
-        while chunk := await process.stderr.read(65536):  # type: ignore[union-attr]
-            stderr_tail.extend(chunk)
-            del stderr_tail[:-4096]
+    def read_messages() -> None:
+        # JSON, not pickle: a file that took over the parser must not get to run code in this process.
+        with reader:
+            while True:
+                try:
+                    message = json.loads(reader.recv_bytes(MAX_MESSAGE_BYTES))
+                except (EOFError, OSError):
+                    return
+                if "page" in message:
+                    progress.update(message)
+                else:
+                    final.update(message)
 
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + limits.timeout_s
+    exited = loop.create_future()
+
+    def on_exit() -> None:
+        loop.remove_reader(process.sentinel)  # it stays readable: once is enough
+        if not exited.done():
+            exited.set_result(None)
+
+    # Starting blocks while the forkserver itself starts (once, or after it died): not on the event loop.
+    starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+    messages: asyncio.Future[None] | None = None
+    watching = False
     timed_out = False
-    readers = asyncio.gather(read_messages(), read_stderr())
-    exited = asyncio.ensure_future(process.wait())
     try:
-        process.stdin.write(json.dumps(job).encode())
-        await process.stdin.drain()
-        process.stdin.close()
+        await asyncio.shield(starting)
+        writer.close()  # the child holds the only writing end: its exit ends read_messages
+        messages = asyncio.ensure_future(asyncio.to_thread(read_messages))
+        # The sentinel becomes readable when the forkserver reports the child's exit.
+        loop.add_reader(process.sentinel, on_exit)
+        watching = True
+        deadline = loop.time() + limits.timeout_s
         while not exited.done():
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -233,15 +261,24 @@ async def parse_in_child(
             await asyncio.wait([exited], timeout=min(HEARTBEAT_EVERY_S, remaining))
             heartbeat(dict(progress))
     finally:
-        # Only a process still running is killed, and not through Popen, which reaps a process that
-        # exited behind asyncio's back (it polls before it signals) and so loses its exit code.
-        if not exited.done():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        await exited
-        await asyncio.gather(readers, return_exceptions=True)
+        if not starting.done():  # cancelled while starting: the child may start all the same
+            await asyncio.wait([starting])
+        writer.close()
+        if starting.done() and not starting.cancelled() and starting.exception() is None:
+            if watching:
+                loop.remove_reader(process.sentinel)
+            if not exited.done():
+                _kill(process.pid)
+            # The forkserver reaps the child and reports its exit code; this waits for that report.
+            await asyncio.to_thread(process.join)
+        if messages is not None:
+            await asyncio.gather(messages, return_exceptions=True)
+        else:
+            reader.close()
+    returncode = process.exitcode
+    process.close()
 
-    if timed_out or process.returncode == -signal.SIGXCPU:
+    if timed_out or returncode == -signal.SIGXCPU:
         raise DocumentError(
             "timeout",
             f"parsing took longer than the {limits.timeout_s:g} s limit and was stopped {_where(progress)}; "
@@ -251,22 +288,32 @@ async def parse_in_child(
         return ParseResult.model_validate(final["result"])
     if "error" in final:
         raise DocumentError(final["error"]["code"], final["error"]["message"])
-    if process.returncode == EXIT_OUT_OF_MEMORY:
+    if returncode == EXIT_OUT_OF_MEMORY:
         raise DocumentError(
             "out_of_memory",
             f"parsing needed more than the {limits.memory_mb} MB memory limit and was stopped "
             f"{_where(progress)}; the file may be a decompression bomb",
         )
-    if process.returncode is not None and process.returncode < 0:
-        name = signal.Signals(-process.returncode).name
+    if returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name
         raise DocumentError(
             "parser_crashed",
             f"the parser crashed on this file ({name}) {_where(progress)}; "
             f"it may have hit its {limits.memory_mb} MB memory limit",
         )
     # Not the document's fault as far as we can tell (a missing upload, a full disk): worth a retry.
-    details = stderr_tail.decode(errors="replace")
-    raise RuntimeError(f"the parser failed (exit {process.returncode}): {details}")
+    raise RuntimeError(f"the parser failed (exit {returncode}): {final.get('crash', '')}")
+
+
+def _kill(pid: int | None) -> None:
+    """Kills the child and whatever it started: it leads its own process group, once it got to make it."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            os.kill(pid, signal.SIGKILL)
 
 
 def _where(progress: dict[str, int]) -> str:
@@ -278,37 +325,37 @@ def _where(progress: dict[str, int]) -> str:
 # --- the child side: read the file ------------------------------------------------------------
 
 
-def _child_main() -> None:
-    """Entry point of the parser process: a job as JSON on stdin; progress, then one result or error,
-    as JSON lines on stdout."""
-    job = json.loads(sys.stdin.buffer.read())
+def _child_main(job: dict[str, Any], writer: Connection) -> None:
+    """Entry point of the parser process: progress, then one result or error, as JSON messages."""
+    os.setsid()  # its own process group: a kill reaches whatever it starts too
     limits = ParseLimits(**job["limits"])
     memory = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     # The parent kills this process at the time limit; the CPU limit also ends it if the parent died.
     cpu_s = int(limits.timeout_s) + 10
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+
+    def send(message: dict[str, Any]) -> None:
+        writer.send_bytes(json.dumps(message).encode())
+
     output = Path(job["output"])
     out_of_memory = False
     try:
         parsed = parse_file(
             Path(job["path"]), job["media_type"], job["password"], limits,
-            on_page=lambda page, of: _send({"page": page, "of": of}),
+            on_page=lambda page, of: send({"page": page, "of": of}),
         )  # fmt: skip
         write_atomic(output, parsed.model_dump_json().encode())
-        _send({"result": summarize(parsed, output).model_dump()})
+        send({"result": summarize(parsed, output).model_dump()})
     except DocumentError as exc:
-        _send({"error": {"code": exc.code, "message": str(exc)}})
+        send({"error": {"code": exc.code, "message": str(exc)}})
     except MemoryError:
         out_of_memory = True
+    except Exception:
+        send({"crash": traceback.format_exc(limit=-8)[-4096:]})
+        raise
     if out_of_memory:  # outside the except block, where the exception no longer holds the frames' memory
-        sys.stdout.flush()
         sys.exit(EXIT_OUT_OF_MEMORY)
-
-
-def _send(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
 
 
 def summarize(parsed: ParsedDocument, pages_path: Path) -> ParseResult:
@@ -625,7 +672,3 @@ def clean_text(text: str) -> str:
     text = _SPACES.sub(" ", text)
     text = _BLANK_LINES.sub("\n\n", text)
     return unicodedata.normalize("NFC", text.strip())
-
-
-if __name__ == "__main__":
-    _child_main()

@@ -181,8 +181,8 @@ def png_image() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def parser_children() -> list[int]:
-    """Parser processes started by this test process and still alive."""
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process still alive."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -192,9 +192,27 @@ def parser_children() -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == os.getpid() and b"activities.documents" in command:
-            found.append(int(entry.name))
+        found.append((int(entry.name), ppid, command))
     return found
+
+
+def parser_server() -> int | None:
+    """The process this test process forks its parsers from, if it runs."""
+    servers = [
+        pid
+        for pid, ppid, command in processes()
+        if ppid == os.getpid()
+        and b"multiprocessing.forkserver" in command
+        and b"activities.documents" in command
+    ]
+    assert len(servers) <= 1, servers
+    return servers[0] if servers else None
+
+
+def parser_children() -> list[int]:
+    """Parser processes started by this test process and still alive."""
+    server = parser_server()
+    return [pid for pid, ppid, _ in processes() if server is not None and ppid == server]
 
 
 # --- real-world files -------------------------------------------------------------------------
@@ -411,6 +429,14 @@ async def test_endless_content_is_stopped_at_the_time_limit(tmp_path: Path) -> N
     assert len(heartbeats) >= 2
     assert heartbeats[-1]["of"] == 3  # the child said how far it got
     assert parser_children() == []
+    # Only the child was killed: the process parsers are forked from serves the next file.
+    server = parser_server()
+    assert server is not None
+    result = await parse(
+        documents, upload(tmp_path, "next.txt", b"After the slow one."), media_type="text/plain"
+    )
+    assert result.text_pages == 1
+    assert parser_server() == server
 
 
 async def test_cancelling_the_activity_kills_the_parser(tmp_path: Path) -> None:
