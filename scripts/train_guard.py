@@ -33,6 +33,11 @@ L2 = 1e-6
 # The intercept learns slowly: at the learning rate of the weights it drifted to +2.4 under the class
 # weights, so a text with few n-grams ("Show me") scored as an attack on its intercept alone.
 BIAS_RATE = 0.01
+# Calibration: the intercept is shifted so that the model alone says 0.5 where it refuses at most this
+# share of honest prompts full of trigger words (NotInject, WildGuard's benign, role prompts) from a source
+# it was not trained on. The rules catch the plain attacks; the classifier only adds what it is sure of.
+CALIBRATION_FPR = 0.02
+HARD_BENIGN_SOURCES = frozenset({"notinject", "wildguard-benign", "awesome-chatgpt-prompts"})
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,25 @@ def fit(
     return LinearModel(weights.astype(np.float32), bias, {})
 
 
+def calibration_shift(examples: list[Example], target_fpr: float = CALIBRATION_FPR) -> float:
+    """How far to lower the intercept. For each source of hard honest prompts, a fit without that source
+    scores it: the logit above which at most target_fpr of it falls is where the model alone meets
+    honest text of a kind it has not seen. The median of these cuts is kept: the largest follows the one
+    source (role prompts, "I want you to act as ...") that looks most like an attack to a model that never
+    saw it."""
+    cuts = []
+    for source in sorted(HARD_BENIGN_SOURCES):
+        model = fit([e for e in examples if e.source != source])
+        logits = sorted(
+            float(model.weights[b] @ v) + model.bias
+            for b, v in (
+                features(normalise(e.text).text, model.n_buckets) for e in examples if e.source == source
+            )
+        )
+        cuts.append(logits[min(int((1.0 - target_fpr) * len(logits)), len(logits) - 1)])
+    return max(float(np.median(cuts)), 0.0)
+
+
 def _digest(paths: list[Path]) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in paths}
 
@@ -182,7 +206,9 @@ def main() -> None:
 
     started = time.perf_counter()
     examples = load_train(args.raw_dir)
+    shift = calibration_shift(examples)
     model = fit(examples, epochs=args.epochs)
+    model.bias -= shift
     counts: dict[str, list[int]] = {}
     for e in examples:
         counts.setdefault(e.source, [0, 0])[e.label] += 1
@@ -191,6 +217,11 @@ def main() -> None:
         "features": "char 3-5-grams + word 1-2-grams, hashed (core.guard.features)",
         "n_buckets": N_BUCKETS,
         "epochs": args.epochs,
+        "calibration": {
+            "target_fpr": CALIBRATION_FPR,
+            "sources": sorted(HARD_BENIGN_SOURCES),
+            "shift": shift,
+        },
         "train_counts": {source: {"benign": b, "injection": i} for source, (b, i) in sorted(counts.items())},
         "raw_sha256": _digest(
             sorted([*args.raw_dir.glob("*.jsonl"), *args.raw_dir.glob("*.json"), *args.raw_dir.glob("*.csv")])
