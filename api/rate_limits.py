@@ -5,7 +5,9 @@
   cost more (ROUTE_COSTS).
 - POST /auth/login: failed attempts are counted per client address and per username; once either is
   spent the attempt is refused before the password is checked, so a locked-out guesser costs nothing.
-- Starting a chat or RAG job is refused while the user's tokens of the UTC day reach their budget.
+- Starting a chat or RAG job is refused while the user's tokens of the UTC day reach their budget, and
+  when the request itself may spend more than is left: its prompt (tiktoken's count, see
+  core/token_budget.py) plus its max_tokens, for each provider it asks.
 
 An API key (Authorization: Bearer ak-...) is not a signed token: the limiter counts each key's requests
 in a window of its own (named by the key's hash) at the user limit and leaves the key's validity to the
@@ -17,6 +19,7 @@ claims (user id, role) without the database, which the route then checks as alwa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -31,15 +34,23 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
+from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.errors import error_body
+from activities.providers import get_provider
+from api.errors import ApiError, error_body
+from api.routes.chat import cap_max_tokens
+from api.routes.openai_compat import CompletionRequest
 from core.api_keys import hash_key, is_api_key
+from core.schemas import ChatInput, ChatRequest, RagRequest, Target
+from core.schemas import Message as ChatMessage
 from core.security import InvalidToken, decode_access_token
 from core.settings import Settings
 from core.tables import ApiKey, Completion, Role, User
+from core.token_budget import RequestTokens, request_tokens
+from workflows.chat import chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +189,34 @@ async def tokens_used_today(sessions: Any, user_id: int) -> int:
                 int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
             )
         return total
+
+
+def requested_tokens(path: str, body: bytes, settings: Settings) -> RequestTokens | None:
+    """The most a chat or RAG request may spend, read as its route reads it (the same defaults, the
+    operator's max_tokens cap); None when the body is no valid request, which the route answers.
+    A RAG request counts its question only: the sources it will be given are not known yet."""
+    try:
+        data = json.loads(body)
+        chat: ChatInput
+        if path.startswith("/chat/rag"):
+            rag = RagRequest.model_validate(data)
+            chat, messages = rag.chat_input(), [ChatMessage(role="user", content=rag.question)]
+        else:
+            if path == "/v1/chat/completions":
+                request = CompletionRequest.model_validate(data).to_chat_request(settings)
+            else:
+                request = ChatRequest.model_validate(data)
+            chat = request.to_workflow_input()
+            messages = chat_messages(chat)
+    except (ValueError, ValidationError, ApiError):
+        return None
+    cap_max_tokens(chat, settings)
+    targets = chat.compare or [Target(provider=chat.provider, model=chat.model)]
+    return request_tokens(
+        [(t.provider, t.model or get_provider(t.provider).default_model(settings)) for t in targets],
+        messages,
+        chat.params.max_tokens,
+    )
 
 
 async def key_owner(sessions: Any, key_hash: str) -> tuple[int, str] | None:
@@ -379,27 +418,53 @@ class RateLimitMiddleware:
             if owner is not None:
                 user_id, role = owner
         if user_id is not None and (method, path) in BUDGETED_ROUTES:
-            refusal = await self._over_budget(state.sessions, user_id, role, headers)
+            refusal, receive = await self._over_budget(state.sessions, user_id, role, headers, path, receive)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, _with_headers(send, headers) if headers else send)
 
     async def _over_budget(
-        self, sessions: Any, user_id: int, role: str, headers: dict[str, str]
-    ) -> JSONResponse | None:
-        budget = budget_for(self.limits.settings, role)
+        self, sessions: Any, user_id: int, role: str, headers: dict[str, str], path: str, receive: Receive
+    ) -> tuple[JSONResponse | None, Receive]:
+        """A refusal when the day's budget is spent or the request may spend more than is left; and the
+        receive that hands the route its body (read here to count the request's tokens)."""
+        settings = self.limits.settings
+        budget = budget_for(settings, role)
         if budget <= 0:
-            return None
+            return None, receive
         used = await tokens_used_today(sessions, user_id)
-        if used < budget:
-            return None
         _, resets = utc_day_bounds()
         retry_after = max(1, math.ceil((resets - datetime.now(UTC)).total_seconds()))
+        refusal_headers = {**headers, "Retry-After": str(retry_after)}
+        if used >= budget:
+            return _refusal(
+                429,
+                "quota_exceeded",
+                f"the daily budget of {budget} tokens is spent; it resets at {resets.isoformat()}",
+                {"budget": budget, "used": used, "resets_at": resets.isoformat()},
+                refusal_headers,
+            ), receive
+        body, receive = await _buffered_body(receive)
+        # In a thread: the first count in a process loads tiktoken's vocabulary (about two seconds).
+        cost = await asyncio.to_thread(requested_tokens, path, body, settings)
+        if cost is None or used + cost.total <= budget:
+            return None, receive
+        remaining = budget - used
         return _refusal(
             429,
             "quota_exceeded",
-            f"the daily budget of {budget} tokens is spent; it resets at {resets.isoformat()}",
-            {"budget": budget, "used": used, "resets_at": resets.isoformat()},
-            {**headers, "Retry-After": str(retry_after)},
-        )
+            f"this request may use up to {cost.total} tokens ({cost.prompt_tokens} of prompt, up to "
+            f"{cost.max_tokens} of answer) and {remaining} of the daily budget of {budget} remain; ask for "
+            f"fewer max_tokens or send a shorter prompt, or wait until {resets.isoformat()}",
+            {
+                "budget": budget,
+                "used": used,
+                "remaining": remaining,
+                "requested": cost.total,
+                "prompt_tokens": cost.prompt_tokens,
+                "max_tokens": cost.max_tokens,
+                "resets_at": resets.isoformat(),
+            },
+            refusal_headers,
+        ), receive
