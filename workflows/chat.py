@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PromptCheck,
         SaveCompletionInput,
         Target,
+        Usage,
     )
 
 # Provider faults are retried for seconds, not hours: a provider that is down ends the job failed,
@@ -172,6 +173,12 @@ class ChatWorkflow:
             )
         result = self._result(first, [])
         result.answers = answers
+        # Every answer was paid for: the job's usage (what budgets count) is their sum.
+        result.usage = Usage(
+            prompt_tokens=sum(a.usage.prompt_tokens for a in answers),
+            completion_tokens=sum(a.usage.completion_tokens for a in answers),
+            total_tokens=sum(a.usage.total_tokens for a in answers),
+        )
         return result
 
     async def _generate(self, target: Target, request: ChatInput, owner: int | None) -> GenerateResult:

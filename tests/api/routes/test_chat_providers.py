@@ -59,6 +59,8 @@ async def test_compare_asks_all_four_providers_in_parallel(
     assert [a["text"] for a in answers[:3]] == [FAKE_ANSWER] * 3
     assert answers[3]["text"] and answers[3]["error"] is None
     assert all(a["usage"]["completion_tokens"] > 0 for a in answers)
+    # The job paid for every answer: its usage, which the daily budget counts, is their sum.
+    assert response.json()["usage"]["total_tokens"] == sum(a["usage"]["total_tokens"] for a in answers)
 
 
 async def test_a_server_error_then_success_is_one_job_with_two_attempts(
