@@ -3,6 +3,7 @@ audited, takes effect on the user's next request, and never leaves the service w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -218,6 +219,31 @@ async def test_the_last_active_admin_cannot_demote_or_deactivate_themselves(
     assert (me["role"], me["is_active"]) == ("admin", True)
     assert await events_for(api, headers, admin_id) == before
     assert (await change(api, headers, admin_id, role="admin", is_active=True)).status_code == 200
+
+
+async def test_two_last_admins_stepping_down_at_once_leave_one(
+    api: httpx.AsyncClient, sole_admin: tuple[dict, int]
+) -> None:
+    first_headers, first_id = sole_admin
+    second_headers, _ = await new_user(api, first_headers, "admin")
+    second_id = (await api.get("/auth/me", headers=second_headers)).json()["id"]
+    # The two requests overlap only some of the time: a few rounds make a race likely.
+    for _ in range(4):
+        both = await asyncio.gather(
+            change(api, first_headers, first_id, role="user"),
+            change(api, second_headers, second_id, role="user"),
+        )
+        assert sorted(r.status_code for r in both) == [200, 409], [r.text for r in both]
+        first_stays = both[1].status_code == 200
+        survivor_id, survivor_headers = (
+            (first_id, first_headers) if first_stays else (second_id, second_headers)
+        )
+        remaining = await all_users(api, survivor_headers, role="admin", active="true")
+        assert [u["id"] for u in remaining] == [survivor_id]
+        # The survivor makes the other an admin again: its token, naming the admin role, works once more.
+        stepped_down_id = second_id if first_stays else first_id
+        assert (await change(api, survivor_headers, stepped_down_id, role="admin")).status_code == 200
+    assert (await api.get("/auth/me", headers=first_headers)).status_code == 200
 
 
 async def test_an_admin_who_is_not_the_last_may_step_down(
