@@ -22,6 +22,7 @@ from activities.guard import GuardActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
 from core.db import create_engine, create_sessionmaker
+from core.guard import get_guard
 from core.settings import Settings
 from core.vector_store import VectorStore
 from workflows.chat import ChatWorkflow
@@ -56,6 +57,7 @@ def build_worker(client: Client, settings: Settings, *, sandboxed: bool = True) 
     sessions = create_sessionmaker(create_engine(settings.database_url))
     generation = GenerationActivities(settings, sessions)
     guard = GuardActivities(sessions)
+    get_guard()  # the model file is read now, not by the first job's check
     records = RecordActivities(sessions)
     documents = DocumentActivities(settings)
     document_records = DocumentRecords(settings, sessions)
