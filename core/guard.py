@@ -20,6 +20,8 @@ import binascii
 import itertools
 import json
 import re
+import re._constants as sre_constants
+import re._parser as sre_parser
 import unicodedata
 import zlib
 from collections.abc import Mapping, Sequence
@@ -711,10 +713,73 @@ def _quoted_mention(text: str, match: re.Match[str]) -> bool:
     return bool(before) and before[-1] in _QUOTES and any(q in after for q in _QUOTES)
 
 
+def required_literals(pattern: re.Pattern[str]) -> frozenset[str]:
+    """Lowercase strings one of which every match of pattern contains (empty when none is required).
+    Most texts contain none of a rule's words, and a substring test is far cheaper than a scan by the
+    regular expression: the rule runs only when one of them is there."""
+
+    def required(items: Any) -> set[str] | None:
+        candidates: list[set[str]] = []
+        run: list[str] = []
+        for op, av in [*items, (None, None)]:
+            if op is sre_constants.LITERAL:
+                run.append(chr(av))
+                continue
+            if run:
+                candidates.append({"".join(run).lower()})
+                run = []
+            found = None
+            if op is sre_constants.SUBPATTERN:
+                found = required(av[3])
+            elif op is sre_constants.BRANCH:
+                branches = [required(b) for b in av[1]]
+                found = None if any(b is None for b in branches) else set().union(*branches)
+            elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and av[0] >= 1:
+                found = required(av[2])
+            if found:
+                candidates.append(found)
+        # The most selective: the longest shortest string, then the fewest strings.
+        return max(candidates, key=lambda c: (min(map(len, c)), -len(c))) if candidates else None
+
+    return frozenset(required(sre_parser.parse(pattern.pattern, pattern.flags)) or ())
+
+
+# (code, pattern, its required literals, whether it runs on the lowercased text)
+Gated = list[tuple[str, re.Pattern[str], frozenset[str], bool]]
+_UPPER_LITERAL = re.compile(r"(?<!\\)[A-ZА-ЯЁ]")
+
+
+def _gated(rules: Sequence[tuple[str, re.Pattern[str]]]) -> Gated:
+    """Each rule with its required literals. A case-insensitive rule written in lowercase runs without
+    IGNORECASE on the lowercased text, which Python's engine scans about twice as fast."""
+    gated = []
+    for code, rule in rules:
+        lowered = bool(rule.flags & re.IGNORECASE) and not _UPPER_LITERAL.search(rule.pattern)
+        if lowered:
+            rule = re.compile(rule.pattern, rule.flags & ~re.IGNORECASE)
+        gated.append((code, rule, required_literals(rule), lowered))
+    return gated
+
+
+def _may_match(literals: frozenset[str], lowered: str) -> bool:
+    return not literals or any(literal in lowered for literal in literals)
+
+
+_GATED_RULES = _gated(RULES)
+
+
 def rule_hits(text: str) -> set[str]:
     """The codes of the rules that match text."""
+    lowered = text.lower()
     return {
-        code for code, rule in RULES if any(not _quoted_mention(text, match) for match in rule.finditer(text))
+        code
+        for code, rule, literals, on_lowered in _GATED_RULES
+        if _may_match(literals, lowered)
+        and any(
+            not _quoted_mention(target, m)
+            for target in [lowered if on_lowered else text]
+            for m in rule.finditer(target)
+        )
     }
 
 
@@ -815,13 +880,15 @@ class Guard:
             "document": settings.guard_document_threshold,
             "output": settings.guard_output_threshold,
         }
-        self._weak: list[tuple[str, re.Pattern[str]]] = [
-            *(("instruction_language", _phrase(p)) for p in settings.instruction_patterns),
-            *(("instruction_language", re.compile(p, re.IGNORECASE)) for p in settings.instruction_regex),
-            *(("role_language", re.compile(p, re.IGNORECASE)) for p in settings.role_override_regex),
-            *(("meta_system_language", re.compile(p, re.IGNORECASE)) for p in settings.meta_system_regex),
-            *(("meta_system_language", _phrase(p)) for p in settings.exfiltration_patterns),
-        ]
+        self._weak: Gated = _gated(
+            [
+                *(("instruction_language", _phrase(p)) for p in settings.instruction_patterns),
+                *(("instruction_language", re.compile(p, re.IGNORECASE)) for p in settings.instruction_regex),
+                *(("role_language", re.compile(p, re.IGNORECASE)) for p in settings.role_override_regex),
+                *(("meta_system_language", re.compile(p, re.IGNORECASE)) for p in settings.meta_system_regex),
+                *(("meta_system_language", _phrase(p)) for p in settings.exfiltration_patterns),
+            ]
+        )
         self._forbidden_output = [_phrase(p) for p in settings.forbidden_llm_output]
         self._forbidden_commands = [_phrase(p) for p in settings.forbidden_commands]
 
@@ -855,7 +922,12 @@ class Guard:
             reasons = rule_hits(spelled)
             obfuscated = obfuscated or bool(reasons)
         strong = _STRONG_SCORE if reasons else 0.0
-        weak_hits = [code for code, rule in self._weak if rule.search(text)]
+        lowered = text.lower()
+        weak_hits = [
+            code
+            for code, rule, literals, on_lowered in self._weak
+            if _may_match(literals, lowered) and rule.search(lowered if on_lowered else text)
+        ]
         if obfuscated:
             weak_hits.append("obfuscation")
         reasons.update(weak_hits)
