@@ -133,7 +133,8 @@ def decoded_payloads(text: str) -> list[str]:
 # signs for letters inside words ("1gn0r3"). Rules also read the text with these undone.
 _JOINED_LETTERS = re.compile(r"(?<![^\W_])(?:[^\W\d_][.\-·*])+[^\W\d_](?![^\W_])")
 _SPACED_LETTERS = re.compile(r"(?<!\S)(?:[^\W\d_] ){2,}[^\W\d_](?!\S)")
-_LEET_WORD = re.compile(r"(?=[\w@$]*[^\W\d_])(?=[\w@$]*[0-9@$])[\w@$]{3,}")
+# A word with at least two letters and two digits or signs in it: "1gn0r3", not "IPv4" or "1970s".
+_LEET_WORD = re.compile(r"(?=(?:[\w@$]*?[^\W\d_]){2})(?=(?:[\w@$]*?[0-9@$]){2})[\w@$]{4,}")
 _LEET_LATIN = str.maketrans("0134579@$", "oieastgas")
 _LEET_CYRILLIC = str.maketrans("013@$", "оиеас")
 
