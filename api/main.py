@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
-            runtime=metrics_runtime(settings.api_worker_metrics_port),
+            runtime=metrics_runtime(settings.metrics_host, settings.api_worker_metrics_port),
         )
         if await ensure_user(
             app.state.sessions, settings.admin_username, settings.secret_value("admin_password"), Role.admin

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # Worker
     worker_metrics_port: int = 9464
+    # Where the workers' (and the API's worker's) Prometheus endpoints listen: loopback by default;
+    # 0.0.0.0 in containers, so that Prometheus in another one can scrape them.
+    metrics_host: str = "127.0.0.1"
 
     # Model server: the local provider
     model_server_host: str = "127.0.0.1"

@@ -43,11 +43,11 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     )
 
 
-def metrics_runtime(port: int) -> Runtime | None:
+def metrics_runtime(host: str, port: int) -> Runtime | None:
     """The SDK serves its own metrics (task latencies, polls, activity results) and ours on one port."""
     if not port:
         return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}")))
 
 
 def build_worker(client: Client, settings: Settings, *, sandboxed: bool = True) -> Worker:
@@ -97,7 +97,7 @@ def build_vector_worker(client: Client, settings: Settings, store: VectorStore) 
 
 
 async def run_worker(settings: Settings) -> None:
-    client = await connect(settings, metrics_runtime(settings.worker_metrics_port))
+    client = await connect(settings, metrics_runtime(settings.metrics_host, settings.worker_metrics_port))
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
