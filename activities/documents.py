@@ -328,6 +328,11 @@ def _where(progress: dict[str, int]) -> str:
 def _child_main(job: dict[str, Any], writer: Connection) -> None:
     """Entry point of the parser process: progress, then one result or error, as JSON messages."""
     os.setsid()  # its own process group: a kill reaches whatever it starts too
+    # pypdf warns on stderr about every damaged object it works around: noise in the worker's log. What
+    # matters reaches the parent as a message.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     limits = ParseLimits(**job["limits"])
     memory = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))

@@ -327,6 +327,17 @@ async def test_empty_file_is_refused(documents: DocumentActivities, tmp_path: Pa
         assert (code_of(error), error.message) == ("empty", "the file is empty")
 
 
+async def test_a_missing_upload_is_a_failure_worth_retrying(
+    documents: DocumentActivities, tmp_path: Path
+) -> None:
+    # Not the document's fault (the file is gone, a disk failed): no DocumentError, so Temporal retries.
+    with pytest.raises(RuntimeError) as raised:
+        await parse(documents, tmp_path / "gone.pdf")
+    assert str(raised.value).startswith("the parser failed (exit 1)")
+    assert "FileNotFoundError" in str(raised.value)
+    assert parser_children() == []
+
+
 async def test_file_over_the_size_limit_is_refused(tmp_path: Path, long_pdf: bytes) -> None:
     documents = DocumentActivities(make_settings(tmp_path, upload_max_bytes=100 * 1024))
     error = await refusal(documents, upload(tmp_path, "long.pdf", long_pdf))
