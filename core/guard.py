@@ -73,6 +73,8 @@ _HOMOGLYPHS = str.maketrans(
 # The other way round, for Russian words written with Latin look-alikes ("Игнopиpyй").
 _TO_CYRILLIC = str.maketrans("aeopcyxkABEKMHOPCTXy", "аеорсухкАВЕКМНОРСТХу")
 _LATIN = re.compile("[a-zA-Z]")
+_LATIN_LOOKALIKES = frozenset(chr(c) for c in _TO_CYRILLIC)
+_CYRILLIC_LOOKALIKES = frozenset(chr(c) for c in _HOMOGLYPHS)
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _CONFUSABLE = re.compile("[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f]")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -100,6 +102,13 @@ def normalise(text: str) -> Normalised:
         # the word is written in wins.
         if _LATIN.search(word) and _CONFUSABLE.search(word):
             obfuscated = True
+            # A letter with no look-alike in the other script says which script the word is in.
+            latin_only = any(ch not in _LATIN_LOOKALIKES for ch in _LATIN.findall(word))
+            cyrillic_only = any(ch not in _CYRILLIC_LOOKALIKES for ch in _CYRILLIC.findall(word))
+            if cyrillic_only and not latin_only:
+                return word.translate(_TO_CYRILLIC)
+            if latin_only and not cyrillic_only:
+                return word.translate(_HOMOGLYPHS)
             if len(_CYRILLIC.findall(word)) > len(_LATIN.findall(word)):
                 return word.translate(_TO_CYRILLIC)
             return word.translate(_HOMOGLYPHS)
@@ -697,6 +706,52 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
             _F | re.MULTILINE,
         ),
     ),
+    # German and Chinese shapes.
+    (
+        "instruction_override",
+        re.compile(
+            r"\b(bisherigen|früheren|vorherigen|alten|ursprünglichen|alle) (\w+ )?(vorgaben|anweisungen|"
+            r"regeln|"
+            r"instruktionen|einstellungen|richtlinien)\b[^.!?\n]{0,40}(ungültig|aufgehoben|außer kraft|"
+            r"nichtig|"
+            r"gelten nicht mehr)|\bsetz\w* dich über\b[^.!?\n]{0,40}(einstellungen|regeln|anweisungen|"
+            r"vorgaben|"
+            r"richtlinien) hinweg|\bneue (aufgabe|anweisungen?|regeln)\s*:|\b(es gibt|gibt es|du hast|hat) "
+            r"keine (verbote|regeln|einschränkungen|filter|zensur)\b",
+            _F,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"\b(zeig\w*|gib|nenne|verrate|wiederhole|drucke|liste|übersetze|zitiere|"
+            r"kopiere?)\b[^.!?\n]{0,40}"
+            r"\b(deinen?|den|deine) (\w+ )?(systemprompt|system-prompt|systemanweisungen|anweisungen|"
+            r"richtlinien|instruktionen)|\bwelche (anweisungen|regeln|instruktionen|vorgaben) hast du\b"
+            r"[^?]{0,40}(bekommen|erhalten)|\btext (oberhalb|über|vor) (dieser|meiner) nachricht|"
+            r"\bbeginne deine antwort mit[^.!?\n]{0,30}(anweisungen|regeln|systemprompt)|"
+            r"\b(zitierst|zitiere|zeigst)\b[^.!?\n]{0,30}\bdeinen (\w+ )?systemprompt",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(r"\bab (jetzt|sofort) bist du\b|\bbleib\w* (immer )?in der rolle\b", _F),
+    ),
+    (
+        "model_addressed",
+        re.compile(
+            r"\b(hinweis|anweisung|nachricht|notiz|achtung)\w* (an|für) (den |die |das |alle |jeden )?[\w-]*"
+            r"(ki|assistent|modell|system|bot)\w*[^:\n]{0,30}:|<!--[^>]{0,80}(ignore|ignoriere|vergiss|"
+            r"игнорир|забудь|忽略|无视)",
+            _F,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(r"你的(系统提示|系统指令|初始指令|隐藏(的)?(指令|规则)|内部规则)|我的指令是|指令全文"),
+    ),
+    ("model_addressed", re.compile(r"给[^，。\n]{0,10}(系统|AI|人工智能|助手|模型)的(说明|指令|提示)")),
     (
         "model_addressed",
         re.compile(r"(给|致)(AI|人工智能|助手|模型|大模型)[^。\n]{0,10}(的)?(指令|说明|提示|消息)"),
