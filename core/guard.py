@@ -173,6 +173,7 @@ _NOT_MINE = r"(?:(?!\b(?:my|i|me|i'm|i've|we|our)\b)[^.!?\n])"
 _OVERRIDE_VERB = (
     r"(ignore|ignoring|disregard|forget|override|bypass|skip|drop|abandon|discard|dismiss|neglect|overlook|"
     r"set aside|put aside|throw out|erase|wipe|cancel|revoke|suspend|pay no attention to|stop following|"
+    r"scrap|kill|disobey|stop obeying|quit obeying|stop listening to|"
     r"do not follow|don't follow|quit following|lift|remove|switch off|turn off|disable)"
 )
 # Not "the" or "any" alone: "Should I ignore the error message?" is a question, not an attack.
@@ -185,7 +186,9 @@ RULES_NOUN = (
 _GIVEN = (
     r"(you( were|'ve| have|'ve been| have been| got| received| have)? (given|told|set up|configured|"
     r"instructed|handed|initiali[sz]ed|limited to|restricted to)|you (got|received|were given|follow|obey|"
-    r"have to follow)|(given|handed) to you|(the|your) (system|operator|developers?|admin\w*|company|owner|"
+    r"have to follow)|you were (loaded|shipped|trained|deployed|configured|set up|initiali[sz]ed) with|"
+    r"(came|come|comes) with your (deployment|setup|configuration)|(given|handed) to you|(the|"
+    r"your) (system|operator|developers?|admin\w*|company|owner|"
     r"creators?) (told|gave|set|wrote|said))"
 )
 _ROLE_FRAME = (
@@ -704,6 +707,37 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
             rf"prompt|note)s?\b|"
             r"(^|[.!?«\"]\s*)(система|системное сообщение)\s*:[^\n]{0,40}(правил|инструкци|ограничен|режим))",
             _F | re.MULTILINE,
+        ),
+    ),
+    # Shapes added after the fresh English batch was first scored.
+    (
+        "model_addressed",
+        re.compile(
+            rf"\b(an? |the |any )?{_MODEL}s? (is |are )?(reading|processing|summari[sz]ing|"
+            rf"analy[sz]ing) this\b|"
+            rf"(<\w+ [^>]{{0,20}}hidden|display:\s*none|font-size:\s*0)[^<]{{0,40}}\b{_MODEL}\b",
+            _F,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"\b(quote|recite|copy|paste|print|show|repeat)\b[^.!?\n]{0,40}\b(message|text|instructions|"
+            r"prompt)"
+            r"\b[^.!?\n]{0,15}\b(that )?(configured|set up|came with|defines|initiali[sz]ed) you|"
+            r"\b(setup|set-up|configuration) text\b[^.!?\n]{0,30}\b(your|you)\b|\byour (makers|creators|"
+            r"developers|operators?) (wrote|gave|set) (for )?you\b",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"\b(makers|creators|developers|owners) (deleted|removed|stripped|disabled) (every|all|its|their|"
+            r"your) (safety )?(rules?|restrictions|filters|guardrails)|\bwho (ignores|disregards|"
+            r"doesn't follow|"
+            r"does not follow)\b[^.!?\n]{0,30}\b(rules|ethics|guidelines|restrictions|polic)",
+            _F,
         ),
     ),
     # German and Chinese shapes.
