@@ -1,12 +1,17 @@
 """The prompt guard: decides, without calling a model, whether a text may reach one (or leave one).
 
 Tiers, cheapest first:
-1. normalisation: NFKC, invisible and control characters dropped, Cyrillic/Greek look-alikes inside
-   Latin words mapped to Latin, base64 blobs decoded and checked as text of their own;
-2. rules: precise patterns that only fire on an instruction to override, a role switch or a request
-   for the hidden prompt (English, Russian, German), plus the seed's broad lists as weak signals;
+1. normalisation: NFKC, invisible and control characters dropped, look-alike letters of a word mixing
+   scripts mapped to the word's script (Latin or Cyrillic), base64 and hex blobs decoded and checked as
+   text of their own; the rules also read the text with letter-splitting ("i.g.n.o.r.e", "I G N O R E"),
+   underscores and digits-for-letters ("1gn0r3") undone;
+2. rules: patterns of the general shapes of an attack (an instruction to set aside what the model was
+   given, a persona without limits, a request to read out what is hidden, a document that addresses the
+   model reading it) in English, Russian, German and Chinese, plus the seed's broad lists as weak
+   signals. Each rule runs only when the text holds a literal every match needs;
 3. a linear classifier over hashed character and word n-grams (core/guard_model/, rebuilt by
-   scripts/train_guard.py), on CPU in about a millisecond.
+   scripts/train_guard.py), calibrated so that alone it refuses only what it is sure of, on CPU in
+   about a millisecond.
 
 The verdict is {allowed, score, reasons}: score is the strongest evidence in 0..1, reasons are stable
 codes (REASONS) of every signal found, allowed is score < the threshold of the text's kind. A text's
