@@ -8,7 +8,10 @@
 Run it as `python -m bench.documents`; `--repeat 3 --sections ingest` measures only the first part, three
 times, alternating which of the two paths goes first (the raw path needs the chunks before the pipeline
 has made them: the bench cuts them itself with the same code and settings, and checks they are the ones the
-pipeline indexed).
+pipeline indexed). The pipeline's time runs from sending the upload to the moment the job marked the
+document completed, by the job's own record; the client polls every `--poll-s` seconds meanwhile. Each round
+prints the job's steps on that time line and the CPU seconds each process of the stack spent: on two cores,
+whatever the pipeline spends beside the embedder is time the embedder waits.
 """
 
 from __future__ import annotations
