@@ -878,6 +878,17 @@ def _alternatives(pattern: str) -> list[str]:
         and closing.get(0) == len(pattern) - 1
     ):
         return _alternatives(pattern[1:-1])
+    # \b(a|b)\b is \b(?:a)\b or \b(?:b)\b, and \b(a|b) is \b(?:a) or \b(?:b).
+    for suffix in (r"\b", ""):
+        end = len(pattern) - len(suffix)
+        if (
+            len(parts) == 1
+            and pattern.startswith(r"\b(")
+            and not pattern.startswith(r"\b(?")
+            and pattern.endswith(suffix)
+            and closing.get(2) == end - 1
+        ):
+            return [rf"\b(?:{alternative}){suffix}" for alternative in _alternatives(pattern[3 : end - 1])]
     return parts
 
 
