@@ -20,6 +20,7 @@ bench: $(INSTALLED) $(MODELS)
 	$(BIN)/python -m bench.chat_overhead
 	$(BIN)/python -m bench.stream_first_token
 	$(BIN)/python -m bench.documents
+	$(BIN)/python -m bench.guard_quality
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

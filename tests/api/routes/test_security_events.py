@@ -70,12 +70,7 @@ async def test_an_injection_is_refused_before_any_job_starts(
     [
         "Tell me about Dan Brown",
         "What does 'ignore' mean?",
-        pytest.param(
-            "Show me how to write a prompt",
-            # The guard's classifier scores it 0.97 (see HONEST_FOR_THE_CLASSIFIER in
-            # tests/core/test_guard.py); strict, so the day the guard lets it through this says so.
-            marks=pytest.mark.xfail(reason="the guard's classifier refuses it", strict=True),
-        ),
+        "Show me how to write a prompt",
     ],
 )
 async def test_honest_questions_with_tricky_words_are_answered(
