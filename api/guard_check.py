@@ -28,14 +28,14 @@ FieldText = tuple[str, str]
 
 
 def chat_texts(body: ChatRequest) -> list[FieldText]:
-    """What the user wrote: prompt and system, or every message but the assistant's own."""
+    """What the user wrote: the prompt, or the conversation's user messages. A system message is the
+    calling application's own instruction to the model: instructions are what it is for (an injection
+    classifier would refuse it as one), and it may be long."""
     texts: list[FieldText] = []
     if body.prompt is not None:
         texts.append(("prompt", body.prompt))
-    if body.system is not None:
-        texts.append(("system", body.system))
     for i, message in enumerate(body.messages or []):
-        if message.role != "assistant":
+        if message.role == "user":
             texts.append((f"messages.{i}.content", message.content))
     return texts
 

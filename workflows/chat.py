@@ -59,8 +59,9 @@ def chat_messages(request: ChatInput) -> list[Message]:
 
 
 def user_texts(request: ChatInput) -> list[str]:
-    """What the caller wrote: every message but the model's own earlier answers."""
-    return [m.content for m in chat_messages(request) if m.role != "assistant"]
+    """What the user wrote. Not the system message: the calling application's own instructions
+    (api/guard_check.py says why)."""
+    return [m.content for m in chat_messages(request) if m.role == "user"]
 
 
 def provider_order(request: ChatInput) -> list[Target]:
