@@ -49,6 +49,8 @@ INJECTION_CATEGORIES = frozenset(
 )
 BENIGN_CATEGORIES = frozenset({"tricky_benign", "plain_benign"})
 NEAR_DUPLICATE_JACCARD = 0.7
+# Sources of batches written after the rules, to estimate recall on phrasings the rules never saw.
+FRESH_MARK = "fresh"
 LATENCY_PROMPT_CHARS = 2000
 LATENCY_PROMPTS = 500
 
@@ -132,8 +134,11 @@ class SetRow:
 
 
 def load_guard_set(directory: Path = GUARD_SET_DIR) -> list[SetRow]:
-    """Every row of every language file of our own labelled set; a malformed row is an error."""
+    """Every row of every file of our own labelled set (a language's later batches have files of their
+    own, ru_fresh.jsonl); a malformed row is an error. A text that an earlier file already holds is
+    scored once: a later batch written apart from the first may repeat an everyday prompt."""
     rows = []
+    seen: set[str] = set()
     for path in sorted(directory.glob("*.jsonl")):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
@@ -143,7 +148,9 @@ def load_guard_set(directory: Path = GUARD_SET_DIR) -> list[SetRow]:
             expected = INJECTION_CATEGORIES if row.label == 1 else BENIGN_CATEGORIES
             if row.label not in (0, 1) or row.category not in expected or not row.text.strip():
                 raise ValueError(f"{path.name}:{number}: bad row {raw!r}")
-            rows.append(row)
+            if row.text not in seen:
+                seen.add(row.text)
+                rows.append(row)
     return rows
 
 
@@ -276,6 +283,17 @@ def own_set_report(rows: list[SetRow], raw_dir: Path, settings: Settings, rules:
             part = [r for r in in_lang if r.category == category]
             caught = sum(not full.check(r.text).allowed for r in part)
             print(f"      guard on {category:19s} refused {caught:3d}/{len(part)}")
+        # A batch written after the rules and scored once is the fair estimate on new phrasings.
+        for source in sorted({r.source for r in in_lang if FRESH_MARK in r.source}):
+            batch = [r for r in in_lang if r.source == source]
+            print(f"    batch {source} ({len(batch)} rows), part of the lines above")
+            for name, refuses in guards[1:]:
+                print(f"      {name:9s} {score_rows(batch, refuses).line()}")
+        rest = [r for r in in_lang if FRESH_MARK not in r.source]
+        if len(rest) < len(in_lang):
+            print(f"    without the fresh batches ({len(rest)} rows)")
+            for name, refuses in guards[1:]:
+                print(f"      {name:9s} {score_rows(rest, refuses).line()}")
     prompts = latency_prompts(rows)
     for text in prompts[:20]:
         full.check(text)

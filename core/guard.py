@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import itertools
 import json
 import re
@@ -85,6 +86,7 @@ _CONFUSABLE = re.compile("[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f]")
 _WORD = re.compile(r"[^\W\d_]+")
 _BASE64 = re.compile(rf"[A-Za-z0-9+/]{{{_MIN_BASE64_CHARS},}}={{0,2}}")
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){12,}")
+_ROT13_NAMED = re.compile(r"\b(rot|рот)[-\s]?13\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ def decoded_payloads(text: str) -> list[str]:
         printable = sum(ch.isprintable() or ch.isspace() for ch in decoded)
         if decoded.strip() and printable / len(decoded) > 0.95:
             found.append(decoded)
+    # ROT13 keeps a text's shape, so nothing marks a blob: a text that names it is read decoded.
+    if _ROT13_NAMED.search(text):
+        found.append(codecs.decode(text, "rot_13"))
     return found
 
 
@@ -153,17 +158,49 @@ _LEET_LATIN = str.maketrans("0134579@$", "oieastgas")
 _LEET_CYRILLIC = str.maketrans("013@$", "оиеас")
 
 
+# Russian words are short and Cyrillic leetspeak often hides a single letter ("вс3", "б3з"): one digit or
+# sign inside a Cyrillic word is enough there.
+_LEET_CYRILLIC_WORD = re.compile(r"(?=[\w@$]*?[\u0400-\u04ff])(?=[\w@$]*?[013@$])[\w@$]{3,}")
+# Quoted pieces glued with plus signs: «игно» + «рируй», "ign" + "ore". The glued text loses its quotes
+# too: it is what the model is asked to read, not a quotation.
+_QUOTED_PIECE = "[«\"“‘']([^«»\"“”‘’'\n]{1,60})[»\"”’']"
+_GLUED_PIECES = re.compile(rf"{_QUOTED_PIECE}(?:\s*\+\s*{_QUOTED_PIECE})+")
+_PIECE = re.compile(_QUOTED_PIECE)
+
+
 def _unleet(match: re.Match[str]) -> str:
     word = match.group()
-    table = _LEET_CYRILLIC if _CYRILLIC.search(word) else _LEET_LATIN
-    return word.translate(table)
+    if _CYRILLIC.search(word):
+        # "3" is "з" at the start of a Russian word ("3абудь") and "е" inside one ("т3п3рь").
+        if word.startswith("3"):
+            word = "з" + word[1:]
+        return word.translate(_LEET_CYRILLIC)
+    return word.translate(_LEET_LATIN)
 
 
 def spelled_out(text: str) -> str:
-    """The normalised text with letter-splitting, underscores and digit-for-letter spellings undone."""
+    """The normalised text with letter-splitting, underscores, digit-for-letter spellings and quoted
+    pieces glued with "+" undone."""
+    text = _GLUED_PIECES.sub(lambda m: "".join(_PIECE.findall(m.group())), text)
     text = _JOINED_LETTERS.sub(lambda m: re.sub("[.\\-·*]", "", m.group()), text.replace("_", " "))
     text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
-    return _LEET_WORD.sub(_unleet, text)
+    text = _LEET_WORD.sub(_unleet, text)
+    return _LEET_CYRILLIC_WORD.sub(_unleet, text)
+
+
+# Reversed writing ("йуритонгИ есв еищудыдерп", "snoitcurtsni erongi") is read back only when a reversed
+# stem of an attack's key word is in the text: both readings (each word reversed, the whole text
+# reversed) cost a pass of the rules each.
+_KEY_STEMS = "игнорир забуд инструк промпт правил огранич ignor instruct prompt forget rules"
+_REVERSED_STEMS = tuple(stem[::-1] for stem in _KEY_STEMS.split())
+
+
+def reversed_readings(text: str) -> list[str]:
+    """The text read backwards, word by word and as a whole, when it holds a reversed key word."""
+    lowered = text.lower()
+    if not any(stem in lowered for stem in _REVERSED_STEMS):
+        return []
+    return [re.sub(r"\w+", lambda m: m.group()[::-1], text), text[::-1]]
 
 
 # Rules. Each is precise: an honest question that mentions a word ("What does 'ignore' mean?", "Tell me
@@ -214,15 +251,17 @@ _NO_LIMITS = (
 )
 # Imperatives (and "you must ..." infinitives): "подростки игнорируют правила" describes, it does not ask.
 _RU_OVERRIDE_VERB = (
-    r"(\b(игнорируй|проигнорируй|забудь|забей на|не обращай внимания на|не учитывай|пренебреги|отбрось|"
+    r"(\b((про)?игн[оа]рируй|забудь|забей на|не обращай внимания на|не учитывай|пренебреги|отбрось|"
     r"отмени|сбрось|сотри|оставь в стороне|не следуй|перестань следовать|хватит следовать|пропусти|обойди|"
-    r"отключи|выключи|сними|не используй|не соблюдай|нарушь)(те)?\b|\b(нужно|надо|следует|необходимо|"
-    r"должен|должна|обязан|разрешаю тебе|прошу тебя) (проигнорировать|игнорировать|забыть|пренебречь|"
+    r"отключи|выключи|сними|не используй|не соблюдай|нарушь|(прекрати|перестань) (соблюдать|следовать|"
+    r"выполнять))(те)?\b|\b(нужно|надо|следует|необходимо|"
+    r"должен|должна|обязан|разрешаю тебе|прошу тебя) "
+    r"((про)?игн[оа]рировать|забыть|пренебречь|"
     r"отбросить|не соблюдать|не учитывать|пропустить|отключить|нарушить))"
 )
 _RU_NOT_MINE = r"(?:(?!\b(?:мо[йеёия]\w*|я|мне|наш\w*)\b)[^.!?\n])"
 _RU_RULES_NOUN = (
-    r"(инструкци|правил|указани|ограничени|установк|промпт|директив|настро(йк|ек)|регламент|запрет|"
+    r"(инстру(кц|цц|к|ц)[иы]|правил|указани|ограничени|установк|промпт|директив|настро(йк|ек)|регламент|запрет|"
     r"фильтр|политик|предписани|цензур|модераци|проверк\w* безопасности|всё,? что (тебе|было|написано)|"
     r"то,? что (тебе|было|написано))"
 )
@@ -700,9 +739,9 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
         "model_addressed",
         re.compile(
             rf"((примечание|заметка|инструкци\w*|сообщение|внимание|указани\w*|обращение|"
-            rf"пометк\w*)\s+(\w+\s+)?"
-            rf"(для|к)\s+(\w+\s+){{0,3}}{_RU_MODEL}[^:\n]{{0,40}}:|внимание,?\s+{_RU_MODEL}|"
-            r"для (ии|ai)-\w+\s*:|"
+            rf"пометк\w*|информаци\w*)\s+(\w+\s+)?"
+            rf"(для|к)\s+(\w+\s+){{0,3}}{_RU_MODEL}[^:\n]{{0,60}}:|внимание,?\s+{_RU_MODEL}|"
+            r"для (ии|ai)-\w+(\s+\w+)?\s*:|"
             r"если (это|этот|эту|данн\w*) (\w+ )?(письмо|документ|текст|страниц\w*|сообщение|файл|резюме|"
             r"событие)\s+"
             rf"(обрабатывает|анализирует|читает|видит)\s+{_RU_MODEL}|если {_RU_MODEL} (читает|обрабатывает|"
@@ -794,6 +833,74 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     (
         "model_addressed",
         re.compile(r"(给|致)(AI|人工智能|助手|模型|大模型)[^。\n]{0,10}(的)?(指令|说明|提示|消息)"),
+    ),
+    # Russian shapes of a second pass: a task that wraps a quoted instruction and then asks to carry it
+    # out, a model that gives up its rules, personas that answer the forbidden, documents that tell the
+    # model to drop the user's request.
+    (
+        "instruction_override",
+        re.compile(
+            r"(\b(и|а|затем|потом|после этого)\s+|[,—]\s*)(затем |потом |сразу |после этого )?"
+            r"(выполни|исполни)"
+            r"(те)?(\s*:\s*[«\"“„']|\s+(сказанное|написанное|получивш\w*|результат\w*|то,? что)\b)|"
+            r"\bвыполни(те)? (сказанное|написанное|получившуюся команду|получившееся|то,? что (там |в нём |"
+            r"в ней |они |оно )?(написано|сказано|образуют|получится|получилось))|"
+            r"\b(веди себя|действуй|поступай|поступи)\s+(именно|точно|в точности) так\b|"
+            r"\bтво(я|и|й|ё|е)\s+(\w+\s+)?(инструкци|правил|настройк|установк)\w*\s+(\w+\s+)?"
+            r"(изменен|обновлен|заменен|отменен|переписан)\w*",
+            _F,
+        ),
+    ),
+    (
+        "instruction_override",
+        re.compile(
+            rf"\b(ты|{_RU_MODEL[1:-1]})\b[^.!?\n]{{0,50}}\b(отказываюсь|откажусь|отказывается|отказываешься|"
+            r"откажись|отказалась|отказался) от (\w+ )?(сво\w*|тво\w*|всех|любых) (\w+ )?(правил|ограничени|"
+            r"инструкци|принцип|фильтр|цензур)|"
+            r"(\b(прекрати|перестань)(те)?|\b(обязан|должен|должна|нужно|надо|следует)\w* (\w+ )?"
+            r"(прекратить|перестать)) (соблюдени\w*|соблюдать|следовани\w*|следовать|выполнени\w*|"
+            r"выполнять|подчиняться) (\w+ ){0,2}(правил|инструкци|ограничени|указани|политик)|"
+            rf"(^|[.!?\[(«:]\s*)(языков\w* )?{_RU_MODEL}\s*[,!:]\s*((про)?игн[оа]рируй|не выполняй|не слушай|"
+            r"не обращай внимания на|отклони|пропусти)(те)? (\w+ )?"
+            r"(запрос|просьб|вопрос|сообщени|указани|инструкци|команд)\w* (пользовател|человек|клиент|"
+            r"читател)",
+            _F | re.MULTILINE,
+        ),
+    ),
+    (
+        "prompt_exfiltration",
+        re.compile(
+            r"\b(выведи|покажи|распечатай|напечатай|скопируй|верни|дай|процитируй|повтори|выпиши)\b"
+            r"[^.!?\n]{0,40}(запрос|json|сообщени|контекст|промпт|ввод)\w*,? (который|которые|что) "
+            r"(при(шёл|шел|шли|ходит|ходят)|поступил\w*|поступа\w*|переда(н|ли|л|ётся|ется)\w*) "
+            r"(к )?(тебе|вам)|"
+            r"\b(какие|какую|какой) (\w+ )?(указани|инструкци|правил|настройк|промпт|директив)\w* (ты|вы) "
+            r"(получил\w*|получаешь|получаете) (от (оператор|разработчик|создател|систем|админ|компани|"
+            r"владел)|при (запуске|настройке)|перед (началом|нашим)|"
+            r"в начале (разговора|диалога|беседы|чата))|"
+            r"\b(раскрываю|раскрою|раскрой|раскрывай|выдаю|выдай|озвучь|озвучиваю|цитирую|публикую)(те)? "
+            r"(\w+ )?(сво\w*|тво\w*) (системн\w* промпт|скрыт\w* (инструкци|промпт|правил)|"
+            r"секретн\w* (инструкци|промпт|правил))|"
+            r"\b(перешли|отправь|вышли|скинь|передай|пересылай|отправляй)(те)?\b[^.!?\n]{0,40}"
+            r"(истори\w* (переписки|диалога|чата|сообщений|разговора)|переписк\w*|пароли|личные данные|"
+            r"персональные данные)[^.!?\n]{0,20}пользовател\w*[^.!?\n]{0,40}(на (адрес|почт|e-?mail|сервер|"
+            r"сайт)|@|https?://)",
+            _F,
+        ),
+    ),
+    (
+        "role_override",
+        re.compile(
+            r"(представь|притворись|в роли|роль|сыграй|сыграем|персонаж|по сценарию|ты —)[^\n]{0,200}?"
+            r"(\b(ии|модел\w*|ассистент\w*|бот|бота|нейросет\w*|сущност\w*)\b[^.!?\n]{0,60}(не подчиня|"
+            r"не соблюда|не следу|презира|ненавид|игнориру)\w*[^.!?\n]{0,30}(правил|ограничени|политик|"
+            r"запрет|цензур)|"
+            r"(рассказыва|расскаж|отвеча|говор)\w*[^.!?\n]{0,30}((о|об|про) (запретн|запрещённ|запрещенн)"
+            r"(ом|ое)\b|(включая|даже) (самое |самые )?(запретн|запрещённ|запрещенн)\w*))|"
+            r"\b(что|всё,? что) (тебе|для тебя) (было )?запрещено,?[^.!?\n]{0,20}"
+            r"(обязательно|разрешено|можно)",
+            _F,
+        ),
     ),
 ]
 
@@ -1070,6 +1177,11 @@ class Guard:
         if not reasons and spelled != text:
             reasons = rule_hits(spelled)
             obfuscated = obfuscated or bool(reasons)
+        for backwards in reversed_readings(text) if not reasons else []:
+            reasons = rule_hits(backwards)
+            if reasons:
+                obfuscated = True
+                break
         strong = _STRONG_SCORE if reasons else 0.0
         lowered = text.lower()
         weak_hits = [
