@@ -7,16 +7,23 @@
   (d) ours   core.text_terms sparse vectors scored as Qdrant scores them (IDF modifier x stored
              BM25 saturation) fused with (b) by core.fusion.fuse.
 
-"ours" is one function of (corpus, queries) -> run, so an HTTP-backed one can take its place.
+  (e) endpoint  the product itself (--endpoint): the whole stack started on a fresh state directory,
+             every document uploaded through POST /documents, each query sent to GET /search/ (k=100);
+             a document scores as its best chunk among the hits.
+
+"ours" and "endpoint" are both functions of (corpus, queries) -> run; any gap between them is a
+difference between this re-implementation and the product.
 Collections live in $BENCH_DATA_DIR/<name>/ (default var/bench-data) in BEIR's layout; they come from
 other public repositories and are not kept in this one: bench/data/README.md says where each came from
 and how it was converted. Run it as `python -m bench.retrieval_quality --collection cacm` (add --tune
-to search the fusion and sparse settings on the dev queries first; the test queries are only scored).
+to search the fusion and sparse settings on the dev queries first; the test queries are only scored;
+add --endpoint to measure the running product beside them).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import hashlib
 import itertools
@@ -24,15 +31,19 @@ import json
 import math
 import os
 import re
+import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+import httpx
 import numpy as np
 import Stemmer
 
+from bench.chat_overhead import percentile
 from core import text_terms
 from core.fusion import (
     DENSE_WEIGHT,
@@ -512,6 +523,161 @@ def tune(prepared: list[Prepared], baseline: dict[str, float]) -> OursConfig:
     return ranking[0][0]
 
 
+# ---------------------------------------------------------------- (e) the product's search endpoint
+
+
+UPLOADERS = 8  # uploads sent at once
+IN_FLIGHT = 32  # documents being ingested at once: enough to keep the pipeline busy, few to poll
+POLL_S = 1.0
+
+
+@dataclass
+class EndpointStats:
+    """What the endpoint run measured besides the run itself."""
+
+    uploaded: int = 0  # distinct documents (the product keeps one document per identical file)
+    failed: list[str] = field(default_factory=list)  # "<doc id>: <error>"
+    ingest_s: float = 0.0
+    search_ms: list[float] = field(default_factory=list)
+    docs_per_query: list[int] = field(default_factory=list)
+
+
+def upload_body(doc: Doc) -> bytes:
+    # A document with no text would be an empty file, which cannot be ingested: its title stands in.
+    return (doc["text"] if doc["text"].strip() else doc["title"]).encode()
+
+
+async def ingest_corpus(
+    api: httpx.AsyncClient, headers: dict[str, str], corpus: Corpus, stats: EndpointStats
+) -> dict[str, list[str]]:
+    """Uploads every document as "<doc id>.txt" with its title, UPLOADERS at a time and at most
+    IN_FLIGHT in the pipeline, and waits until none is processing. Returns the product's document id
+    -> the corpus ids it stands for (identical files are one document)."""
+    by_document: dict[str, list[str]] = {}
+    queue = list(corpus)
+    queue.reverse()
+    processing: set[str] = set()
+    slots = asyncio.Semaphore(IN_FLIGHT)
+    uploads_done = asyncio.Event()
+
+    async def uploader() -> None:
+        while queue:
+            doc_id = queue.pop()
+            doc = corpus[doc_id]
+            await slots.acquire()
+            form = {"title": doc["title"][:255]} if doc["title"].strip() else {}
+            response = await api.post(
+                "/documents", files={"file": (f"{doc_id}.txt", upload_body(doc))}, data=form, headers=headers
+            )
+            if response.status_code not in (200, 202):
+                stats.failed.append(f"{doc_id}: upload {response.status_code} {response.text[:200]}")
+                slots.release()
+                continue
+            document_id = response.json()["document_id"]
+            by_document.setdefault(document_id, []).append(doc_id)
+            if response.status_code == 202:
+                processing.add(document_id)
+            else:
+                slots.release()  # the same file again: nothing new is ingested
+
+    async def poller() -> None:
+        # One listing of the processing documents per poll, not one request per document: a read of a
+        # document in progress queries its job, and that CPU is the embedder's.
+        while not (uploads_done.is_set() and not processing):
+            await asyncio.sleep(POLL_S)
+            if not processing:
+                continue
+            page = await api.get("/documents", params={"status": "processing", "limit": 200}, headers=headers)
+            still = {document["id"] for document in page.json()["documents"]}
+            for document_id in processing - still:
+                processing.discard(document_id)
+                slots.release()
+            if time.perf_counter() - shown[0] > 60:
+                shown[0] = time.perf_counter()
+                left = len(queue) + len(processing)
+                print(
+                    f"  {time.perf_counter() - started:5.0f} s: {left} documents still to ingest", flush=True
+                )
+
+    started = time.perf_counter()
+    shown = [started]
+    watcher = asyncio.create_task(poller())
+    await asyncio.gather(*(uploader() for _ in range(UPLOADERS)))
+    uploads_done.set()
+    await watcher
+    stats.ingest_s = time.perf_counter() - started
+    stats.uploaded = len(by_document)
+    offset = 0
+    while True:
+        page = (
+            await api.get(
+                "/documents", params={"status": "failed", "limit": 200, "offset": offset}, headers=headers
+            )
+        ).json()
+        for document in page["documents"]:
+            ids = by_document.pop(document["id"], [document["filename"]])
+            stats.failed.append(f"{', '.join(ids)}: {document['error']}")
+        offset += 200
+        if offset >= page["total"]:
+            break
+    return by_document
+
+
+async def search_all(
+    api: httpx.AsyncClient,
+    headers: dict[str, str],
+    queries: Queries,
+    by_document: dict[str, list[str]],
+    stats: EndpointStats,
+) -> Run:
+    """Each query through GET /search/ at k=TOP, one at a time; a document scores as its best chunk."""
+    run: Run = {}
+    warm = next(iter(queries.values()))
+    await api.get("/search/", params={"q": warm, "k": TOP}, headers=headers)  # loads the query path
+    for qid, text in queries.items():
+        started = time.perf_counter()
+        response = await api.get("/search/", params={"q": text, "k": TOP}, headers=headers)
+        stats.search_ms.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        hits: dict[str, float] = {}
+        for hit in response.json():  # best first: a document's first chunk is its best
+            for doc_id in by_document.get(hit["document_id"], []):
+                hits.setdefault(doc_id, hit["score"])
+        stats.docs_per_query.append(len({hit["document_id"] for hit in response.json()}))
+        run[qid] = hits
+    return run
+
+
+def make_endpoint(stats: EndpointStats) -> Retriever:
+    """The product's search as a retriever: a whole stack on a fresh state directory per call, stopped
+    after. Nothing is reused between runs, so the numbers are those of the code as it is now."""
+    from tests.conftest import ADMIN_PASSWORD, stack_env, start_stack
+
+    def endpoint(corpus: Corpus, queries: Queries) -> Run:
+        with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
+            var_dir = Path(tmp)
+            print("starting the stack ...", flush=True)
+            running = start_stack(var_dir, stack_env(var_dir))
+            try:
+
+                async def measure() -> Run:
+                    async with httpx.AsyncClient(base_url=running.api_url, timeout=600) as api:
+                        login = await api.post(
+                            "/auth/login", data={"username": "admin", "password": ADMIN_PASSWORD}
+                        )
+                        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                        print(f"uploading {len(corpus)} documents ...", flush=True)
+                        by_document = await ingest_corpus(api, headers, corpus, stats)
+                        print(f"ingested in {stats.ingest_s:.0f} s; searching ...", flush=True)
+                        return await search_all(api, headers, queries, by_document, stats)
+
+                return asyncio.run(measure())
+            finally:
+                running.stack.stop()
+
+    return endpoint
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -539,6 +705,25 @@ def report(collection: Collection, runs: dict[str, Run]) -> None:
         print(f"{name:<8} {test:>7.4f} {versus_bm25} {versus_rrf} {dev:>7.4f} {every:>7.4f}")
 
 
+def report_endpoint(collection: Collection, runs: dict[str, Run], stats: EndpointStats) -> None:
+    """The endpoint's ingestion and search times, and how far it is from the in-process "ours"."""
+    docs = len(collection.corpus)
+    failed = len(stats.failed)
+    print(f"endpoint: {docs} documents as {stats.uploaded} distinct files, ingested in "
+          f"{stats.ingest_s:.0f} s ({docs / stats.ingest_s:.2f} docs/s), {failed} failed")  # fmt: skip
+    for failure in stats.failed[:10]:
+        print(f"  failed: {failure}")
+    searches = len(stats.search_ms)
+    print(f"endpoint: GET /search/?k={TOP}, {searches} queries one at a time: p50 "
+          f"{percentile(stats.search_ms, 50):.0f} ms, p95 {percentile(stats.search_ms, 95):.0f} ms; "
+          f"distinct documents per answer: median {statistics.median(stats.docs_per_query):.0f}, "
+          f"min {min(stats.docs_per_query)}")  # fmt: skip
+    endpoint = ndcg_per_query(runs["endpoint"], collection.qrels, collection.test)
+    ours = ndcg_per_query(runs["ours"], collection.qrels, collection.test)
+    gap = (sum(endpoint) - sum(ours)) / len(collection.test)
+    print(f"endpoint - ours (test): {gap:+.4f}, p {paired_p(endpoint, ours):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -549,6 +734,12 @@ def main() -> None:
         "--collection", action="append", choices=names, help=f"default: {', '.join(complete)}"
     )
     parser.add_argument("--tune", action="store_true", help="grid-search ours on the dev queries first")
+    parser.add_argument(
+        "--endpoint",
+        action="store_true",
+        help="also start the stack, upload the corpus and score GET /search/ (minutes per thousand docs)",
+    )
+    parser.add_argument("--save-runs", type=Path, help="write each retriever's run to DIR/<collection>.json")
     parser.add_argument(
         "--probe-batch", action="store_true", help="print embedder speed per batch size, stop"
     )
@@ -576,7 +767,16 @@ def main() -> None:
     for each in prepared:
         runs = baselines[each.collection.name]
         runs["ours"] = each.run(config, each.collection.queries)
+        stats = EndpointStats()
+        if args.endpoint:
+            # After the in-process retrievers, so the stack has the machine to itself.
+            runs["endpoint"] = make_endpoint(stats)(each.collection.corpus, each.collection.queries)
         report(each.collection, runs)
+        if args.endpoint:
+            report_endpoint(each.collection, runs, stats)
+        if args.save_runs:
+            args.save_runs.mkdir(parents=True, exist_ok=True)
+            (args.save_runs / f"{each.collection.name}.json").write_text(json.dumps(runs))
 
 
 if __name__ == "__main__":
