@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.chunking import Chunker, write_atomic, write_chunks
+from core.chunking import Chunker, tokenizer_for_embedder, write_atomic, write_chunks
 from core.schemas import (
     ChunkRequest,
     ChunkResult,
@@ -127,8 +127,8 @@ class DocumentActivities:
     @activity.defn(name="chunk_document")
     async def chunk_document(self, request: ChunkRequest) -> ChunkResult:
         settings = self.settings
-        tokenizer = request.tokenizer_path or str(
-            settings.model_path(settings.local_embedding_model) / "tokenizer.json"
+        tokenizer = request.tokenizer_path or tokenizer_for_embedder(
+            settings, request.embedder or settings.embedding_model
         )
         limits = {
             "max_chunk_tokens": request.max_chunk_tokens or settings.max_chunk_tokens,

@@ -371,8 +371,10 @@ class ParseResult(BaseModel):
 
 class ChunkRequest(BaseModel):
     pages_path: str
-    # The embedder's tokenizer.json (or its model directory); None: the local embedding model's.
+    # The embedder's tokenizer.json (or its model directory, or "tiktoken:<encoding>"); None: the
+    # tokenizer of `embedder` (core.chunking.tokenizer_for_embedder).
     tokenizer_path: str | None = None
+    embedder: str | None = None  # the chunks' embedder, "provider/model"; None: the default embedder
     # None: the worker's settings (max_chunk_tokens, chunk_overlap_tokens, max_embed_tokens and
     # max_embed_chunks).
     max_chunk_tokens: int | None = Field(None, ge=8)

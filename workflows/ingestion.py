@@ -151,7 +151,7 @@ class IngestionWorkflow:
         self._progress.stage = "chunking"
         chunked = await workflow.execute_activity_method(
             DocumentActivities.chunk_document,
-            ChunkRequest(pages_path=parsed.pages_path),
+            ChunkRequest(pages_path=parsed.pages_path, embedder=request.embedder),
             start_to_close_timeout=PARSE_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=STEP_RETRY,

@@ -37,6 +37,7 @@ from activities.documents import (
 from core.chunking import load_tokenizer, read_chunks
 from core.schemas import ChunkRequest, ParsedDocument, ParseRequest, ParseResult
 from core.settings import Settings
+from core.token_counts import count_tokens
 
 DATA = Path(
     os.environ.get("TEST_DOCUMENTS_DIR") or Path(__file__).resolve().parent.parent / "data" / "documents"
@@ -509,6 +510,23 @@ async def test_parsed_pages_are_chunked_by_the_embedders_tokenizer(
     assert max(len(tokenizer.encode(chunk.text).ids) for chunk in chunks) <= 256
     assert len(result.model_dump_json()) < 1000
     assert Path(result.chunks_path).parent == tmp_path
+
+
+async def test_a_document_for_an_openai_embedder_is_chunked_in_openais_tokens(
+    documents: DocumentActivities, tmp_path: Path, long_pdf: bytes
+) -> None:
+    parsed = await parse(documents, upload(tmp_path, "long.pdf", long_pdf))
+    request = ChunkRequest(pages_path=parsed.pages_path, embedder="openai/text-embedding-3-small")
+    result = await ActivityEnvironment().run(documents.chunk_document, request)
+    chunks = list(read_chunks(result.chunks_path))
+    # Counted by tiktoken's cl100k_base, the model's own encoding, read offline.
+    counts = [count_tokens("text-embedding-3-small", chunk.text) for chunk in chunks]
+    assert [chunk.token_count for chunk in chunks] == counts
+    assert max(counts) <= documents.settings.max_chunk_tokens
+    # Another tokenizer, another chunk file: the local embedder's chunks are not these.
+    local_request = ChunkRequest(pages_path=parsed.pages_path)
+    local = await ActivityEnvironment().run(documents.chunk_document, local_request)
+    assert local.chunks_path != result.chunks_path
 
 
 async def test_chunk_cap_is_reported_not_silent(
