@@ -30,7 +30,7 @@ import re._constants as sre_constants
 import re._parser as sre_parser
 import unicodedata
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -957,12 +957,13 @@ def _quoted_mention(text: str, match: re.Match[str]) -> bool:
     return bool(before) and before[-1] in _QUOTES and any(q in after for q in _QUOTES)
 
 
-def required_literals(pattern: re.Pattern[str]) -> frozenset[str]:
-    """Lowercase strings one of which every match of pattern contains (empty when none is required).
-    Most texts contain none of a rule's words, and a substring test is far cheaper than a scan by the
-    regular expression: the rule runs only when one of them is there."""
+def required_literal_sets(pattern: re.Pattern[str]) -> list[frozenset[str]]:
+    """Sets of lowercase strings such that every match of pattern contains a string of each set, the
+    most selective set first (none when nothing is required). Most texts contain none of a rule's words,
+    and a substring test is far cheaper than a scan by the regular expression: the rule runs only when
+    each set has a string in the text. A rule "verb ... noun" thus waits for a verb and a noun."""
 
-    def required(items: Any) -> set[str] | None:
+    def required(items: Any) -> list[set[str]]:
         candidates: list[set[str]] = []
         run: list[str] = []
         for op, av in [*items, (None, None)]:
@@ -972,24 +973,88 @@ def required_literals(pattern: re.Pattern[str]) -> frozenset[str]:
             if run:
                 candidates.append({"".join(run).lower()})
                 run = []
-            found = None
             if op is sre_constants.SUBPATTERN:
-                found = required(av[3])
+                candidates += required(av[3])
             elif op is sre_constants.BRANCH:
+                # Each branch must give one of its sets; their union is required of the whole.
                 branches = [required(b) for b in av[1]]
-                found = None if any(b is None for b in branches) else set().union(*branches)
+                if all(branches):
+                    candidates.append(set().union(*(b[0] for b in branches)))
             elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and av[0] >= 1:
-                found = required(av[2])
-            if found:
-                candidates.append(found)
-        # The most selective: the longest shortest string, then the fewest strings.
-        return max(candidates, key=lambda c: (min(map(len, c)), -len(c))) if candidates else None
+                candidates += required(av[2])
+        # The most selective first: the longest shortest string, then the fewest strings.
+        return sorted(candidates, key=lambda c: (-min(map(len, c)), len(c)))
 
-    return frozenset(required(sre_parser.parse(pattern.pattern, pattern.flags)) or ())
+    return [frozenset(c) for c in required(sre_parser.parse(pattern.pattern, pattern.flags))]
 
 
-# (code, pattern, its required literals, whether it runs on the lowercased text)
-Gated = list[tuple[str, re.Pattern[str], frozenset[str], bool]]
+def required_literals(pattern: re.Pattern[str]) -> frozenset[str]:
+    """The most selective of required_literal_sets (empty when none is required)."""
+    sets = required_literal_sets(pattern)
+    return sets[0] if sets else frozenset()
+
+
+_GRAM_TABLE_BITS = 16
+_GRAM_PRIME = np.uint64(0x100000001B3)
+_GRAM_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _gram_buckets(codes: np.ndarray, n: int) -> np.ndarray:
+    """A table bucket for each character n-gram of a code-point array."""
+    m = len(codes) - n + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        h = codes[:m] + np.uint64(n)
+        for j in range(1, n):
+            h = h * _GRAM_PRIME + codes[j : j + m]
+        h *= _GRAM_MIX
+    return (h >> np.uint64(64 - _GRAM_TABLE_BITS)).astype(np.int64)
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+
+
+class LiteralGate:
+    """Which rules may match a text, decided for hundreds of rules in a few vectorised steps. A rule's
+    required literal sets (required_literal_sets) say what every match contains; a literal is taken as
+    present when each of its character trigrams (shorter literals: the literal itself) is among the
+    text's, looked up in a small hashed table. A literal that is there always passes, so the gate never
+    stops a rule that would match; a rare false pass only costs the rule's scan."""
+
+    def __init__(self, literal_sets: Sequence[Sequence[frozenset[str]]]) -> None:
+        literals = sorted({lit for sets in literal_sets for literal_set in sets for lit in literal_set})
+        number = {lit: i for i, lit in enumerate(literals)}
+        grams = [_gram_buckets(_code_points(lit), min(len(lit), 3)) for lit in literals]
+        self._grams = np.concatenate(grams) if grams else np.zeros(0, dtype=np.int64)
+        self._gram_starts = _starts(len(g) for g in grams)
+        sets = [sorted(number[lit] for lit in literal_set) for rule in literal_sets for literal_set in rule]
+        self._set_literals = np.array([i for literal_set in sets for i in literal_set], dtype=np.int64)
+        self._set_starts = _starts(len(literal_set) for literal_set in sets)
+        self._gated = np.array([i for i, rule in enumerate(literal_sets) if rule], dtype=np.int64)
+        self._rule_starts = _starts(len(rule) for rule in literal_sets if rule)
+        self._always = [i for i, rule in enumerate(literal_sets) if not rule]
+
+    def open(self, lowered: str) -> list[int]:
+        """The indices of the rules whose every literal set has a member in the lowercased text."""
+        if not len(self._gated):
+            return self._always
+        codes = _code_points(lowered)
+        table = np.zeros(1 << _GRAM_TABLE_BITS, dtype=bool)
+        for n in (1, 2, 3):
+            table[_gram_buckets(codes, n)] = True
+        present = np.logical_and.reduceat(table[self._grams], self._gram_starts)
+        set_ok = np.logical_or.reduceat(present[self._set_literals], self._set_starts)
+        rule_ok = np.logical_and.reduceat(set_ok, self._rule_starts)
+        return sorted([*self._always, *self._gated[rule_ok].tolist()])
+
+
+def _starts(lengths: Iterable[int]) -> np.ndarray:
+    """The start offsets of consecutive groups of these lengths (each at least 1)."""
+    return np.cumsum([0, *lengths][:-1], dtype=np.int64)
+
+
 _UPPER_LITERAL = re.compile(r"(?<!\\)[A-ZА-ЯЁ]")
 
 
@@ -1041,40 +1106,61 @@ def _alternatives(pattern: str) -> list[str]:
     return parts
 
 
-def _gated(rules: Sequence[tuple[str, re.Pattern[str]]]) -> Gated:
-    """Each alternative of each rule, with its required literals: a long rule of many alternatives would
-    otherwise open on the common words of any one of them. A case-insensitive rule written in lowercase
-    runs without IGNORECASE on the lowercased text, which Python's engine scans about twice as fast."""
-    gated = []
-    for code, rule in rules:
-        lowered = bool(rule.flags & re.IGNORECASE) and not _UPPER_LITERAL.search(rule.pattern)
-        flags = rule.flags & ~re.IGNORECASE if lowered else rule.flags
-        for alternative in _alternatives(rule.pattern):
-            compiled = re.compile(alternative, flags)
-            gated.append((code, compiled, required_literals(compiled), lowered))
-    return gated
+@dataclass(frozen=True)
+class _Gated:
+    code: str
+    pattern: re.Pattern[str]
+    on_lowered: bool
 
 
-def _may_match(literals: frozenset[str], lowered: str) -> bool:
-    return not literals or any(literal in lowered for literal in literals)
+class RuleSet:
+    """Rules split into their alternatives, each gated by its required literals. A long rule of many
+    alternatives would otherwise open on the common words of any one of them. A case-insensitive rule
+    written in lowercase runs without IGNORECASE on the lowercased text, which Python's engine scans
+    about twice as fast."""
+
+    def __init__(self, rules: Sequence[tuple[str, re.Pattern[str]]]) -> None:
+        parts = []
+        for code, rule in rules:
+            lowered = bool(rule.flags & re.IGNORECASE) and not _UPPER_LITERAL.search(rule.pattern)
+            flags = rule.flags & ~re.IGNORECASE if lowered else rule.flags
+            for alternative in _alternatives(rule.pattern):
+                compiled = re.compile(alternative, flags)
+                parts.append((code, compiled, required_literal_sets(compiled), lowered))
+        self.gate = LiteralGate([sets for _, _, sets, _ in parts])
+        self.rules = [_Gated(code, compiled, lowered) for code, compiled, _, lowered in parts]
+
+    def _open(self, lowered: str) -> list[_Gated]:
+        return [self.rules[i] for i in self.gate.open(lowered)]
+
+    def codes(self, text: str) -> set[str]:
+        """The codes of the rules that match text, a quoted mention of an attack aside."""
+        lowered = text.lower()
+        found: set[str] = set()
+        for rule in self._open(lowered):
+            if rule.code in found:
+                continue
+            target = lowered if rule.on_lowered else text
+            if any(not _quoted_mention(target, m) for m in rule.pattern.finditer(target)):
+                found.add(rule.code)
+        return found
+
+    def each_match(self, text: str) -> list[str]:
+        """The code of every alternative that matches text, once per alternative."""
+        lowered = text.lower()
+        return [
+            rule.code
+            for rule in self._open(lowered)
+            if rule.pattern.search(lowered if rule.on_lowered else text)
+        ]
 
 
-_GATED_RULES = _gated(RULES)
+_RULES = RuleSet(RULES)
 
 
 def rule_hits(text: str) -> set[str]:
     """The codes of the rules that match text."""
-    lowered = text.lower()
-    return {
-        code
-        for code, rule, literals, on_lowered in _GATED_RULES
-        if _may_match(literals, lowered)
-        and any(
-            not _quoted_mention(target, m)
-            for target in [lowered if on_lowered else text]
-            for m in rule.finditer(target)
-        )
-    }
+    return _RULES.codes(text)
 
 
 _OUTPUT_MARKERS = re.compile(
@@ -1178,7 +1264,7 @@ class Guard:
             "document": settings.guard_document_threshold,
             "output": settings.guard_output_threshold,
         }
-        self._weak: Gated = _gated(
+        self._weak = RuleSet(
             [
                 *(("instruction_language", _phrase(p)) for p in settings.instruction_patterns),
                 *(("instruction_language", re.compile(p, re.IGNORECASE)) for p in settings.instruction_regex),
@@ -1225,12 +1311,7 @@ class Guard:
                 obfuscated = True
                 break
         strong = _STRONG_SCORE if reasons else 0.0
-        lowered = text.lower()
-        weak_hits = [
-            code
-            for code, rule, literals, on_lowered in self._weak
-            if _may_match(literals, lowered) and rule.search(lowered if on_lowered else text)
-        ]
+        weak_hits = self._weak.each_match(text)
         if obfuscated:
             weak_hits.append("obfuscation")
         reasons.update(weak_hits)
