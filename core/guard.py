@@ -83,7 +83,11 @@ _LATIN_LOOKALIKES = frozenset(chr(c) for c in _TO_CYRILLIC)
 _CYRILLIC_LOOKALIKES = frozenset(chr(c) for c in _HOMOGLYPHS)
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _CONFUSABLE = re.compile("[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f]")
-_WORD = re.compile(r"[^\W\d_]+")
+# A whole word (a longest run of letters) with a Latin letter and a Greek or Cyrillic one: the only words
+# normalise may change, found without calling back into Python for every word of the text.
+_MIXED_WORD = re.compile(
+    r"(?<![^\W\d_])(?=[^\W\d_]*?[a-zA-Z])(?=[^\W\d_]*?[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f])[^\W\d_]+"
+)
 _BASE64 = re.compile(rf"[A-Za-z0-9+/]{{{_MIN_BASE64_CHARS},}}={{0,2}}")
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){12,}")
 _ROT13_NAMED = re.compile(r"\b(rot|рот)[-\s]?13\b", re.IGNORECASE)
@@ -121,7 +125,7 @@ def normalise(text: str) -> Normalised:
             return word.translate(_HOMOGLYPHS)
         return word
 
-    return Normalised(_WORD.sub(unmix, visible), obfuscated)
+    return Normalised(_MIXED_WORD.sub(unmix, visible), obfuscated)
 
 
 def decoded_payloads(text: str) -> list[str]:
@@ -153,14 +157,16 @@ def decoded_payloads(text: str) -> list[str]:
 _JOINED_LETTERS = re.compile(r"(?<![^\W_])(?:[^\W\d_][.\-·*])+[^\W\d_](?![^\W_])")
 _SPACED_LETTERS = re.compile(r"(?<!\S)(?:[^\W\d_] ){2,}[^\W\d_](?!\S)")
 # A word with at least two letters and two digits or signs in it: "1gn0r3", not "IPv4" or "1970s".
-_LEET_WORD = re.compile(r"(?=(?:[\w@$]*?[^\W\d_]){2})(?=(?:[\w@$]*?[0-9@$]){2})[\w@$]{4,}")
+# A match takes a whole word, so it can only start where one does: the look-behind spares the look-aheads
+# at every other position.
+_LEET_WORD = re.compile(r"(?<![\w@$])(?=(?:[\w@$]*?[^\W\d_]){2})(?=(?:[\w@$]*?[0-9@$]){2})[\w@$]{4,}")
 _LEET_LATIN = str.maketrans("0134579@$", "oieastgas")
 _LEET_CYRILLIC = str.maketrans("013@$", "оиеас")
 
 
 # Russian words are short and Cyrillic leetspeak often hides a single letter ("вс3", "б3з"): one digit or
 # sign inside a Cyrillic word is enough there.
-_LEET_CYRILLIC_WORD = re.compile(r"(?=[\w@$]*?[\u0400-\u04ff])(?=[\w@$]*?[013@$])[\w@$]{3,}")
+_LEET_CYRILLIC_WORD = re.compile(r"(?<![\w@$])(?=[\w@$]*?[\u0400-\u04ff])(?=[\w@$]*?[013@$])[\w@$]{3,}")
 # Quoted pieces glued with plus signs: «игно» + «рируй», "ign" + "ore". The glued text loses its quotes
 # too: it is what the model is asked to read, not a quotation.
 _QUOTED_PIECE = "[«\"“‘']([^«»\"“”‘’'\n]{1,60})[»\"”’']"
