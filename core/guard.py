@@ -1112,6 +1112,39 @@ def _alternatives(pattern: str) -> list[str]:
     return parts
 
 
+# A group of plain words, "(ignore|ignoring|disregard)": Python's engine tries every word at every
+# position, so such groups are rewritten as a tree by first letter, "(i(?:gnor(?:e|ing))|disregard)".
+_PLAIN = r"[^\\()\[\]{}.^$*+?|]"
+_WORD_GROUP = re.compile(rf"(?<!\\)\((\?:)?((?:{_PLAIN}+\|)+{_PLAIN}+)\)")
+
+
+def _word_tree(words: list[str]) -> str:
+    """An alternation of words as a tree. Words with different first letters never match at the same
+    place, so grouping them changes nothing; among words that share one, and around an empty word,
+    the order is kept: the engine prefers the same word it did before."""
+    out: list[str] = []
+    run: list[str] = []
+    for word in [*words, None]:
+        if word:
+            run.append(word)
+            continue
+        by_letter: dict[str, list[str]] = {}
+        for item in run:
+            by_letter.setdefault(item[0], []).append(item[1:])
+        out += [
+            f"{c}{rest[0]}" if len(rest) == 1 else f"{c}(?:{_word_tree(rest)})"
+            for c, rest in by_letter.items()
+        ]
+        if word == "":
+            out.append("")
+        run = []
+    return "|".join(out)
+
+
+def _word_trees(pattern: str) -> str:
+    return _WORD_GROUP.sub(lambda m: f"({m.group(1) or ''}{_word_tree(m.group(2).split('|'))})", pattern)
+
+
 @dataclass(frozen=True)
 class _Gated:
     code: str
@@ -1132,7 +1165,10 @@ class RuleSet:
             flags = rule.flags & ~re.IGNORECASE if lowered else rule.flags
             for alternative in _alternatives(rule.pattern):
                 compiled = re.compile(alternative, flags)
-                parts.append((code, compiled, required_literal_sets(compiled), lowered))
+                literal_sets = required_literal_sets(compiled)
+                if not flags & re.IGNORECASE:
+                    compiled = re.compile(_word_trees(alternative), flags)
+                parts.append((code, compiled, literal_sets, lowered))
         self.gate = LiteralGate([sets for _, _, sets, _ in parts])
         self.rules = [_Gated(code, compiled, lowered) for code, compiled, _, lowered in parts]
 
