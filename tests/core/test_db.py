@@ -95,6 +95,9 @@ def describe_users(connection) -> dict:  # type: ignore[no-untyped-def]
     }
 
 
+USER_COLUMNS = {"id", "username", "password_hash", "role", "is_active", "created_at", "lockout_lifted_at"}
+
+
 async def test_cli_upgrade_creates_the_users_table_at_the_head_revision(
     engine: AsyncEngine, migrated: str, tmp_path: Path
 ) -> None:
@@ -103,9 +106,10 @@ async def test_cli_upgrade_creates_the_users_table_at_the_head_revision(
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
 
     columns = users["columns"]
-    assert set(columns) == {"id", "username", "password_hash", "role", "is_active", "created_at"}
+    assert set(columns) == USER_COLUMNS
     assert users["primary_key"] == ["id"]
-    assert not any(c["nullable"] for name, c in columns.items() if name != "id")
+    # The one nullable column: a user whose lockout was never lifted has no lift time.
+    assert [name for name, c in columns.items() if name != "id" and c["nullable"]] == ["lockout_lifted_at"]
     assert [i["column_names"] for i in users["indexes"] if i["unique"]] == [["username"]]
     assert any(c["name"] == "ck_users_role" for c in users["checks"])
     head = ScriptDirectory.from_config(alembic_config(migrated)).get_current_head()
@@ -234,9 +238,7 @@ async def test_downgrade_to_base_then_upgrade_again_rebuilds_the_schema(
         await engine.dispose()
 
     async with engine.connect() as connection:
-        assert set((await connection.run_sync(describe_users))["columns"]) == {
-            "id", "username", "password_hash", "role", "is_active", "created_at"
-        }  # fmt: skip
+        assert set((await connection.run_sync(describe_users))["columns"]) == USER_COLUMNS
         assert await connection.scalar(text("SELECT count(*) FROM users")) == 0
     name = unique_name()
     assert await ensure_user(sessions, name, "password", Role.user) is True
