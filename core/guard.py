@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import codecs
 import itertools
 import json
@@ -184,14 +185,58 @@ def _unleet(match: re.Match[str]) -> str:
     return word.translate(_LEET_LATIN)
 
 
+Spans = list[tuple[int, int]]
+_UNDERSCORE = re.compile("_")
+
+
+def _tracked_sub(pattern: re.Pattern[str], replace: Any, text: str, changed: Spans) -> tuple[str, Spans]:
+    """pattern.sub(replace, text), and the spans of the result that differ from text: those changed
+    before (carried to the new positions) and those this substitution wrote."""
+    out, moved, written, position, shift = [], [], [], 0, 0
+    edits: list[tuple[int, int, int, int]] = []  # old start, old end, new start, new end
+    for match in pattern.finditer(text):
+        start, end = match.span()
+        replacement = replace(match)
+        out += [text[position:start], replacement]
+        edits.append((start, end, start + shift, start + shift + len(replacement)))
+        if replacement != match.group():
+            written.append((start + shift, start + shift + len(replacement)))
+        shift += len(replacement) - (end - start)
+        position = end
+    if not edits:
+        return text, changed
+    out.append(text[position:])
+
+    def new_position(old: int, is_end: bool) -> int:
+        # The last edit that starts before old (or at it, for a start).
+        k = bisect.bisect_right(edits, (old, len(text) + 1, 0, 0)) - 1
+        if k < 0:
+            return old
+        _, end, new_start, new_end = edits[k]
+        if old >= end:
+            return old + new_end - end
+        return new_end if is_end else new_start
+
+    moved = [(new_position(a, False), new_position(b, True)) for a, b in changed]
+    return "".join(out), sorted(moved + written)
+
+
+def spelled_out_with_changes(text: str) -> tuple[str, Spans]:
+    """spelled_out(text) and the spans of it that differ from text (everything else is text's own
+    characters, in the same order)."""
+    changed: Spans = []
+    text, changed = _tracked_sub(_GLUED_PIECES, lambda m: "".join(_PIECE.findall(m.group())), text, changed)
+    text, changed = _tracked_sub(_UNDERSCORE, lambda m: " ", text, changed)
+    text, changed = _tracked_sub(_JOINED_LETTERS, lambda m: re.sub("[.\\-·*]", "", m.group()), text, changed)
+    text, changed = _tracked_sub(_SPACED_LETTERS, lambda m: m.group().replace(" ", ""), text, changed)
+    text, changed = _tracked_sub(_LEET_WORD, _unleet, text, changed)
+    return _tracked_sub(_LEET_CYRILLIC_WORD, _unleet, text, changed)
+
+
 def spelled_out(text: str) -> str:
     """The normalised text with letter-splitting, underscores, digit-for-letter spellings and quoted
     pieces glued with "+" undone."""
-    text = _GLUED_PIECES.sub(lambda m: "".join(_PIECE.findall(m.group())), text)
-    text = _JOINED_LETTERS.sub(lambda m: re.sub("[.\\-·*]", "", m.group()), text.replace("_", " "))
-    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
-    text = _LEET_WORD.sub(_unleet, text)
-    return _LEET_CYRILLIC_WORD.sub(_unleet, text)
+    return spelled_out_with_changes(text)[0]
 
 
 # Reversed writing ("йуритонгИ есв еищудыдерп", "snoitcurtsni erongi") is read back only when a reversed
@@ -1145,11 +1190,97 @@ def _word_trees(pattern: str) -> str:
     return _WORD_GROUP.sub(lambda m: f"({m.group(1) or ''}{_word_tree(m.group(2).split('|'))})", pattern)
 
 
+# An upper bound of a match's length: fixed characters, plus how many runs of word characters (\w*, \w+)
+# and of spaces (\s*, \s+) it may take, each no longer than the text's longest such run.
+Width = tuple[int, int, int]
+
+
 @dataclass(frozen=True)
 class _Gated:
     code: str
     pattern: re.Pattern[str]
     on_lowered: bool
+    # How long a match may be, and how far beyond it its look-arounds read; None when unbounded or when
+    # a match may be empty.
+    width: Width | None
+    context: int | None
+
+
+def _width(items: Any) -> Width | None:
+    total = (0, 0, 0)
+    for op, av in items:
+        if op in (sre_constants.LITERAL, sre_constants.NOT_LITERAL, sre_constants.IN, sre_constants.ANY):
+            part: Width | None = (1, 0, 0)
+        elif op in (sre_constants.AT, sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            part = (0, 0, 0)
+        elif op is sre_constants.SUBPATTERN:
+            part = _width(av[3])
+        elif op is sre_constants.BRANCH:
+            branches = [_width(b) for b in av[1]]
+            part = None
+            if all(branches):
+                widths = [b for b in branches if b is not None]
+                part = (max(b[0] for b in widths), max(b[1] for b in widths), max(b[2] for b in widths))
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and av[1] < sre_constants.MAXREPEAT:
+            inner = _width(av[2])
+            part = None if inner is None else (inner[0] * av[1], inner[1] * av[1], inner[2] * av[1])
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+            part = _RUNS.get(str(list(av[2])))
+        else:
+            part = None
+        if part is None:
+            return None
+        total = (total[0] + part[0], total[1] + part[1], total[2] + part[2])
+    return total
+
+
+# Unbounded repeats whose length the text bounds: \w* and \w+ a run of word characters, \s* and \s+ one of
+# spaces.
+_RUNS: dict[str, Width] = {
+    str([(sre_constants.IN, [(sre_constants.CATEGORY, sre_constants.CATEGORY_WORD)])]): (0, 1, 0),
+    str([(sre_constants.IN, [(sre_constants.CATEGORY, sre_constants.CATEGORY_SPACE)])]): (0, 0, 1),
+}
+_WORD_RUN = re.compile(r"\w+")
+_SPACE_RUN = re.compile(r"\s+")
+
+
+def _reach(pattern: re.Pattern[str]) -> tuple[Width | None, int | None]:
+    """How long a match of pattern may be and how far beyond a match its assertions read (_Gated)."""
+    parsed = sre_parser.parse(pattern.pattern, pattern.flags)
+    if parsed.getwidth()[0] == 0:
+        return None, None
+
+    def assertions(items: Any) -> int | None:
+        widest = 0
+        for op, av in items:
+            if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+                found = av[1].getwidth()[1]
+                inner = assertions(av[1])
+                if found >= sre_constants.MAXREPEAT or inner is None:
+                    return None
+                widest = max(widest, found + inner)
+                continue
+            if op is sre_constants.SUBPATTERN:
+                children = [av[3]]
+            elif op is sre_constants.BRANCH:
+                children = av[1]
+            elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+                children = [av[2]]
+            else:
+                continue
+            for child in children:
+                inner = assertions(child)
+                if inner is None:
+                    return None
+                widest = max(widest, inner)
+        return widest
+
+    widest = assertions(parsed)
+    width = _width(parsed)
+    if widest is None or width is None:
+        return None, None
+    # \b, ^ and $ read a character on either side; one more keeps $ away from a cut end.
+    return width, widest + 2
 
 
 class RuleSet:
@@ -1166,35 +1297,96 @@ class RuleSet:
             for alternative in _alternatives(rule.pattern):
                 compiled = re.compile(alternative, flags)
                 literal_sets = required_literal_sets(compiled)
+                width, context = _reach(compiled)
                 if not flags & re.IGNORECASE:
                     compiled = re.compile(_word_trees(alternative), flags)
-                parts.append((code, compiled, literal_sets, lowered))
-        self.gate = LiteralGate([sets for _, _, sets, _ in parts])
-        self.rules = [_Gated(code, compiled, lowered) for code, compiled, _, lowered in parts]
-
-    def _open(self, lowered: str) -> list[_Gated]:
-        return [self.rules[i] for i in self.gate.open(lowered)]
+                parts.append((_Gated(code, compiled, lowered, width, context), literal_sets))
+        self.gate = LiteralGate([sets for _, sets in parts])
+        self.rules = [rule for rule, _ in parts]
 
     def codes(self, text: str) -> set[str]:
         """The codes of the rules that match text, a quoted mention of an attack aside."""
+        return self.scan(text)[0]
+
+    def scan(
+        self, text: str, changed: Spans | None = None, unmatched: frozenset[int] = frozenset()
+    ) -> tuple[set[str], frozenset[int]]:
+        """The codes of the rules that match text, and the rules that matched nowhere in it (not even
+        a quoted mention), when every rule was read to the end.
+
+        changed and unmatched describe a text this one was made from: changed are the spans of this text
+        that differ from it (the rest is its characters in order), unmatched the rules that matched
+        nowhere in it. A match of such a rule here must then reach into a changed span (elsewhere it
+        would have matched there too), so a rule of bounded width is only run next to the spans."""
         lowered = text.lower()
+        # Lowercasing that changes a length, or a final sigma whose form depends on its neighbours,
+        # would break the character-by-character correspondence.
+        local = changed is not None and len(lowered) == len(text) and "Σ" not in text
         found: set[str] = set()
-        for rule in self._open(lowered):
+        opened = self.gate.open(lowered)
+        clean = []
+        runs: dict[str, tuple[int, int]] = {}
+        for i in opened:
+            rule = self.rules[i]
             if rule.code in found:
                 continue
             target = lowered if rule.on_lowered else text
-            if any(not _quoted_mention(target, m) for m in rule.pattern.finditer(target)):
-                found.add(rule.code)
-        return found
+            if local and i in unmatched and rule.width is not None and rule.context is not None:
+                if target not in runs:
+                    runs[target] = (
+                        max(map(len, _WORD_RUN.findall(target)), default=0),
+                        max(map(len, _SPACE_RUN.findall(target)), default=0),
+                    )
+                words, spaces = runs[target]
+                width = rule.width[0] + rule.width[1] * words + rule.width[2] * spaces
+                matches = _matches_near(rule.pattern, target, changed or [], width, rule.context)
+            else:
+                matches = rule.pattern.finditer(target)
+            matched = False
+            for match in matches:
+                matched = True
+                if not _quoted_mention(target, match):
+                    found.add(rule.code)
+                    break
+            if not matched:
+                clean.append(i)
+        if found:
+            return found, frozenset()
+        return found, frozenset(range(len(self.rules))).difference(opened).union(clean)
 
     def each_match(self, text: str) -> list[str]:
         """The code of every alternative that matches text, once per alternative."""
         lowered = text.lower()
         return [
             rule.code
-            for rule in self._open(lowered)
+            for rule in (self.rules[i] for i in self.gate.open(lowered))
             if rule.pattern.search(lowered if rule.on_lowered else text)
         ]
+
+
+def _matches_near(
+    pattern: re.Pattern[str], text: str, changed: Spans, width: int, context: int
+) -> Iterable[re.Match[str]]:
+    """What pattern.finditer(text) yields, given that every match reaches into a changed span: a match
+    starts at most width + context before a span and at most context after it. Each search is cut
+    width + context past the last start it may return, so the engine reads only what it would read
+    in the whole text."""
+    windows: Spans = []
+    for start, end in changed:
+        window = (max(start - width - context, 0), end + context)
+        if windows and window[0] <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], window[1]))
+        else:
+            windows.append(window)
+    position = 0
+    for first, last in windows:
+        position = max(position, first)
+        while position <= last:
+            match = pattern.search(text, position, min(last + width + context, len(text)))
+            if match is None or match.start() > last:
+                break
+            yield match
+            position = match.end()
 
 
 _RULES = RuleSet(RULES)
@@ -1341,11 +1533,11 @@ class Guard:
     def _input_evidence(self, raw: str, threshold: float, depth: int) -> tuple[float, set[str]]:
         normalised = normalise(raw)
         text = normalised.text
-        reasons = rule_hits(text)
+        reasons, unmatched = _RULES.scan(text)
         obfuscated = normalised.obfuscated
-        spelled = spelled_out(text)
+        spelled, changed = spelled_out_with_changes(text)
         if not reasons and spelled != text:
-            reasons = rule_hits(spelled)
+            reasons, _ = _RULES.scan(spelled, changed, unmatched)
             obfuscated = obfuscated or bool(reasons)
         for backwards in reversed_readings(text) if not reasons else []:
             reasons = rule_hits(backwards)
