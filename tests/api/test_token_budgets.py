@@ -1,16 +1,14 @@
 """The daily token budget's pre-flight through the stack: a request that may spend more than its user has
 left of the day is refused with 429 quota_exceeded before any job starts, saying how much is left; one
-that fits runs, and its answer's tokens count. The session stack's budgets never bind, so this module
-starts a stack of its own with a user budget (remote providers faked)."""
+that fits runs, and its answer's tokens count. The session stack's user budget (tests/conftest.py) is
+large enough that no other test reaches it: each user here starts close to it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from api.rate_limits import tokens_used_today
@@ -18,39 +16,16 @@ from core.db import create_engine, create_sessionmaker
 from core.schemas import Message
 from core.tables import Completion
 from core.token_budget import request_tokens
-from tests.conftest import ADMIN_PASSWORD, RunningStack, login, new_user, provider_env, stack_env, start_stack
+from tests.conftest import SESSION_TOKEN_BUDGET, RunningStack, new_user
 from tests.fakes.control import ANSWER_PIECES
 from tests.fakes.process import FakeServer
 
-BUDGET = 2000
+BUDGET = SESSION_TOKEN_BUDGET
 ANSWER = "".join(ANSWER_PIECES)
 RUSSIAN = (
     "Объясни подробно, как устроены дневные лимиты токенов в этом сервисе, почему запрос может быть "
     "отклонён заранее и сколько токенов останется после ответа."
 )
-
-
-@pytest.fixture(scope="module")
-def budget_stack(
-    tmp_path_factory: pytest.TempPathFactory, fake_servers: dict[str, FakeServer]
-) -> Iterator[RunningStack]:
-    var_dir = tmp_path_factory.mktemp("budgets")
-    env = stack_env(var_dir, **provider_env(fake_servers))
-    env.update(TOKEN_BUDGET_USER_PER_DAY=str(BUDGET))  # after stack_env: it turns budgets off
-    running = start_stack(var_dir, env)
-    yield running
-    running.stack.stop()
-
-
-@pytest.fixture(scope="module")
-async def client(budget_stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=budget_stack.api_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def admin(client: httpx.AsyncClient) -> dict[str, str]:
-    return await login(client, "admin", ADMIN_PASSWORD)
 
 
 async def user_with_usage(
@@ -105,15 +80,15 @@ def assert_refused_for_the_day(response: httpx.Response) -> dict[str, object]:
 
 
 async def test_a_request_larger_than_what_is_left_is_refused_and_starts_no_job(
-    budget_stack: RunningStack, client: httpx.AsyncClient, admin: dict[str, str], fakes: dict[str, FakeServer]
+    stack: RunningStack, api: httpx.AsyncClient, admin_headers: dict[str, str], fakes: dict[str, FakeServer]
 ) -> None:
-    headers, user_id = await user_with_usage(budget_stack, client, admin, BUDGET - 300)
+    headers, user_id = await user_with_usage(stack, api, admin_headers, BUDGET - 300)
     expected = request_tokens(
         [("openai", "gpt-4o")], [Message(role="user", content=RUSSIAN)], 280
     )  # the prompt alone takes the request past the 300 left
     assert expected.max_tokens < 300 < expected.total
 
-    refused = await client.post("/chat/", json=chat_body(RUSSIAN, 280), headers=headers)
+    refused = await api.post("/chat/", json=chat_body(RUSSIAN, 280), headers=headers)
 
     error = assert_refused_for_the_day(refused)
     assert error["details"] == {
@@ -125,18 +100,18 @@ async def test_a_request_larger_than_what_is_left_is_refused_and_starts_no_job(
         "max_tokens": 280,
         "resets_at": error["details"]["resets_at"],
     }
-    assert "300 of the daily budget of 2000 remain" in error["message"]
+    assert f"300 of the daily budget of {BUDGET} remain" in error["message"]
     assert f"up to {expected.total} tokens" in error["message"]
     # No job: the provider was never asked, no job is listed, nothing was spent.
     assert await fakes["openai"].requests() == []
-    assert (await client.get("/jobs", headers=headers)).json()["items"] == []
-    assert (await used_today(budget_stack, user_id))[0] == BUDGET - 300
+    assert (await api.get("/jobs", headers=headers)).json()["items"] == []
+    assert (await used_today(stack, user_id))[0] == BUDGET - 300
 
 
 async def test_every_route_that_starts_a_chat_or_rag_job_counts_the_request(
-    budget_stack: RunningStack, client: httpx.AsyncClient, admin: dict[str, str], fakes: dict[str, FakeServer]
+    stack: RunningStack, api: httpx.AsyncClient, admin_headers: dict[str, str], fakes: dict[str, FakeServer]
 ) -> None:
-    headers, _ = await user_with_usage(budget_stack, client, admin, BUDGET - 100)
+    headers, _ = await user_with_usage(stack, api, admin_headers, BUDGET - 100)
     big = 200  # more than the 100 left on its own
     requests = [
         ("/chat/async", chat_body("hi", big)),
@@ -148,41 +123,41 @@ async def test_every_route_that_starts_a_chat_or_rag_job_counts_the_request(
         ("/chat/rag/async", {"question": "hi", "max_tokens": big}),
     ]  # fmt: skip
     for path, body in requests:
-        error = assert_refused_for_the_day(await client.post(path, json=body, headers=headers))
+        error = assert_refused_for_the_day(await api.post(path, json=body, headers=headers))
         assert error["details"]["remaining"] == 100 and error["details"]["max_tokens"] == big, path
     # The default max_tokens (256) counts too, and asking several providers at once counts each one.
     error = assert_refused_for_the_day(
-        await client.post("/chat/", json={"provider": "openai", "prompt": "hi"}, headers=headers)
+        await api.post("/chat/", json={"provider": "openai", "prompt": "hi"}, headers=headers)
     )
     assert error["details"]["max_tokens"] == 256
     compared = chat_body("hi", 40, compare=["openai", "gemini", "ollama"])
-    error = assert_refused_for_the_day(await client.post("/chat/", json=compared, headers=headers))
+    error = assert_refused_for_the_day(await api.post("/chat/", json=compared, headers=headers))
     assert error["details"]["max_tokens"] == 120
     assert await fakes["openai"].requests() == []
 
 
 async def test_a_request_that_fits_runs_and_its_tokens_count(
-    budget_stack: RunningStack, client: httpx.AsyncClient, admin: dict[str, str], fakes: dict[str, FakeServer]
+    stack: RunningStack, api: httpx.AsyncClient, admin_headers: dict[str, str], fakes: dict[str, FakeServer]
 ) -> None:
-    headers, user_id = await user_with_usage(budget_stack, client, admin, BUDGET - 300)
+    headers, user_id = await user_with_usage(stack, api, admin_headers, BUDGET - 300)
 
-    response = await client.post("/chat/", json=chat_body("Say hello.", 32), headers=headers)
+    response = await api.post("/chat/", json=chat_body("Say hello.", 32), headers=headers)
 
     assert response.status_code == 200, response.text
     assert response.json()["text"] == ANSWER
     assert len(await fakes["openai"].requests()) == 1
-    used, usages = await used_today(budget_stack, user_id)
+    used, usages = await used_today(stack, user_id)
     answered = [usage for usage in usages if usage["total_tokens"] != BUDGET - 300]
     assert len(answered) == 1 and answered[0]["prompt_tokens"] > 0 and answered[0]["completion_tokens"] > 0
     assert used == BUDGET - 300 + answered[0]["total_tokens"]
 
 
 async def test_a_spent_budget_is_refused_whatever_the_body(
-    budget_stack: RunningStack, client: httpx.AsyncClient, admin: dict[str, str]
+    stack: RunningStack, api: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    headers, _ = await user_with_usage(budget_stack, client, admin, BUDGET)
+    headers, _ = await user_with_usage(stack, api, admin_headers, BUDGET)
     for body in ({}, chat_body("hi", 1)):
-        error = assert_refused_for_the_day(await client.post("/chat/", json=body, headers=headers))
+        error = assert_refused_for_the_day(await api.post("/chat/", json=body, headers=headers))
         assert error["details"] == {
             "budget": BUDGET,
             "used": BUDGET,
@@ -192,8 +167,8 @@ async def test_a_spent_budget_is_refused_whatever_the_body(
 
 
 async def test_a_body_the_route_cannot_read_reaches_the_route(
-    budget_stack: RunningStack, client: httpx.AsyncClient, admin: dict[str, str]
+    stack: RunningStack, api: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    headers, _ = await user_with_usage(budget_stack, client, admin, BUDGET - 1)
-    assert (await client.post("/chat/", json={}, headers=headers)).status_code == 422
-    assert (await client.post("/chat/", content=b"not json", headers=headers)).status_code == 422
+    headers, _ = await user_with_usage(stack, api, admin_headers, BUDGET - 1)
+    assert (await api.post("/chat/", json={}, headers=headers)).status_code == 422
+    assert (await api.post("/chat/", content=b"not json", headers=headers)).status_code == 422
