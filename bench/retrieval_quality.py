@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -542,6 +543,20 @@ class EndpointStats:
     docs_per_query: list[int] = field(default_factory=list)
 
 
+async def send(api: httpx.AsyncClient, method: str, url: str, **kwargs: object) -> httpx.Response:
+    """A request, sent again if the connection broke: uvicorn closes a keep-alive connection idle for
+    5 s, and a client that reuses it at that moment reads nothing. Uploads are safe to repeat (the same
+    file is the same document)."""
+    for attempt in range(3):
+        try:
+            return await api.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
 def upload_body(doc: Doc) -> bytes:
     # A document with no text would be an empty file, which cannot be ingested: its title stands in.
     return (doc["text"] if doc["text"].strip() else doc["title"]).encode()
@@ -566,19 +581,18 @@ async def ingest_corpus(
             doc = corpus[doc_id]
             await slots.acquire()
             form = {"title": doc["title"][:255]} if doc["title"].strip() else {}
-            response = await api.post(
-                "/documents", files={"file": (f"{doc_id}.txt", upload_body(doc))}, data=form, headers=headers
-            )
+            file = (f"{doc_id}.txt", upload_body(doc))
+            response = await send(api, "POST", "/documents", files={"file": file}, data=form, headers=headers)
             if response.status_code not in (200, 202):
                 stats.failed.append(f"{doc_id}: upload {response.status_code} {response.text[:200]}")
                 slots.release()
                 continue
-            document_id = response.json()["document_id"]
-            by_document.setdefault(document_id, []).append(doc_id)
-            if response.status_code == 202:
-                processing.add(document_id)
+            accepted = response.json()
+            by_document.setdefault(accepted["document_id"], []).append(doc_id)
+            if accepted["status"] == "processing":
+                processing.add(accepted["document_id"])
             else:
-                slots.release()  # the same file again: nothing new is ingested
+                slots.release()  # the same file as an earlier one, already done: nothing new is ingested
 
     async def poller() -> None:
         # One listing of the processing documents per poll, not one request per document: a read of a
@@ -587,7 +601,9 @@ async def ingest_corpus(
             await asyncio.sleep(POLL_S)
             if not processing:
                 continue
-            page = await api.get("/documents", params={"status": "processing", "limit": 200}, headers=headers)
+            page = await send(
+                api, "GET", "/documents", params={"status": "processing", "limit": 200}, headers=headers
+            )
             still = {document["id"] for document in page.json()["documents"]}
             for document_id in processing - still:
                 processing.discard(document_id)
@@ -636,7 +652,7 @@ async def search_all(
     await api.get("/search/", params={"q": warm, "k": TOP}, headers=headers)  # loads the query path
     for qid, text in queries.items():
         started = time.perf_counter()
-        response = await api.get("/search/", params={"q": text, "k": TOP}, headers=headers)
+        response = await send(api, "GET", "/search/", params={"q": text, "k": TOP}, headers=headers)
         stats.search_ms.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
         hits: dict[str, float] = {}
@@ -672,6 +688,11 @@ def make_endpoint(stats: EndpointStats) -> Retriever:
                         return await search_all(api, headers, queries, by_document, stats)
 
                 return asyncio.run(measure())
+            except BaseException:
+                kept = Path(tempfile.mkdtemp(prefix="bench-retrieval-logs-"))
+                shutil.copytree(running.logs, kept, dirs_exist_ok=True)
+                print(f"the stack's logs are kept in {kept}", flush=True)
+                raise
             finally:
                 running.stack.stop()
 
