@@ -1157,37 +1157,100 @@ def _alternatives(pattern: str) -> list[str]:
     return parts
 
 
-# A group of plain words, "(ignore|ignoring|disregard)": Python's engine tries every word at every
-# position, so such groups are rewritten as a tree by first letter, "(i(?:gnor(?:e|ing))|disregard)".
-_PLAIN = r"[^\\()\[\]{}.^$*+?|]"
-_WORD_GROUP = re.compile(rf"(?<!\\)\((\?:)?((?:{_PLAIN}+\|)+{_PLAIN}+)\)")
+# Python's engine tries each alternative of a group in turn at every position. Alternatives that start
+# with a plain character are grouped by it, "(ignore|ignoring|ты|тебя|тво\w*)" becoming
+# "(i(?:gnor(?:e|ing))|т(?:ы|еб(?:я)|во\w*))": most are then set aside by one comparison.
+_SPECIAL = frozenset("\\()[].^$*+?{}|")
+_QUANTIFIERS = frozenset("?*+{")
 
 
-def _word_tree(words: list[str]) -> str:
-    """An alternation of words as a tree. Words with different first letters never match at the same
-    place, so grouping them changes nothing; among words that share one, and around an empty word,
-    the order is kept: the engine prefers the same word it did before."""
-    out: list[str] = []
-    run: list[str] = []
-    for word in [*words, None]:
-        if word:
-            run.append(word)
+def _class_end(pattern: str, i: int) -> int:
+    """The index just past the "[" at i and a leading "^" or "]", which do not close the class."""
+    i += 1
+    if pattern[i : i + 1] == "^":
+        i += 1
+    if pattern[i : i + 1] == "]":
+        i += 1
+    return i
+
+
+def _scan_pattern(pattern: str, start: int) -> tuple[list[str], int]:
+    """The top-level alternatives of the group whose content starts at start, and the index of the ")"
+    that closes it (or the end of pattern)."""
+    parts, depth, begin, i, in_class = [], 0, start, start, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
             continue
-        by_letter: dict[str, list[str]] = {}
-        for item in run:
-            by_letter.setdefault(item[0], []).append(item[1:])
-        out += [
-            f"{c}{rest[0]}" if len(rest) == 1 else f"{c}(?:{_word_tree(rest)})"
-            for c, rest in by_letter.items()
-        ]
-        if word == "":
-            out.append("")
-        run = []
-    return "|".join(out)
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i = _class_end(pattern, i)
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(pattern[begin:i])
+            begin = i + 1
+        i += 1
+    parts.append(pattern[begin:i])
+    return parts, i
 
 
-def _word_trees(pattern: str) -> str:
-    return _WORD_GROUP.sub(lambda m: f"({m.group(1) or ''}{_word_tree(m.group(2).split('|'))})", pattern)
+def _by_first_character(alternatives: list[str]) -> str:
+    """The alternatives grouped by their first character. Alternatives with different first characters
+    never match at the same place, so grouping them changes nothing; among those that share one the
+    order is kept, so the engine prefers the same alternative as before."""
+    plain = all(a and a[0] not in _SPECIAL and a[1:2] not in _QUANTIFIERS for a in alternatives)
+    if len(alternatives) < 2 or not plain:
+        return "|".join(alternatives)
+    by_first: dict[str, list[str]] = {}
+    for alternative in alternatives:
+        by_first.setdefault(alternative[0], []).append(alternative[1:])
+    return "|".join(
+        f"{first}{rests[0]}" if len(rests) == 1 else f"{first}(?:{_by_first_character(rests)})"
+        for first, rests in by_first.items()
+    )
+
+
+def _grouped(pattern: str) -> str:
+    """pattern with the alternatives of every plain and (?: group grouped by first character (not
+    inside look-arounds, whose branches must keep their widths as written)."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif in_class:
+            in_class = ch != "]"
+            out.append(ch)
+            i += 1
+        elif ch == "[":
+            in_class = True
+            end = _class_end(pattern, i)
+            out.append(pattern[i:end])
+            i = end
+        elif ch == "(":
+            prefix = (
+                "?:" if pattern.startswith("?:", i + 1) else "?" if pattern.startswith("?", i + 1) else ""
+            )
+            alternatives, close = _scan_pattern(pattern, i + 1 + len(prefix))
+            if prefix == "?":
+                out.append(pattern[i : close + 1])
+            else:
+                out.append(f"({prefix}{_by_first_character([_grouped(a) for a in alternatives])})")
+            i = close + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 # An upper bound of a match's length: fixed characters, plus how many runs of word characters (\w*, \w+)
@@ -1299,7 +1362,7 @@ class RuleSet:
                 literal_sets = required_literal_sets(compiled)
                 width, context = _reach(compiled)
                 if not flags & re.IGNORECASE:
-                    compiled = re.compile(_word_trees(alternative), flags)
+                    compiled = re.compile(_grouped(alternative), flags)
                 parts.append((_Gated(code, compiled, lowered, width, context), literal_sets))
         self.gate = LiteralGate([sets for _, sets in parts])
         self.rules = [rule for rule, _ in parts]
