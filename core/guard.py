@@ -586,8 +586,9 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     (
         "prompt_exfiltration",
         re.compile(
-            r"(?<!refuse to )(?<!not )(?<!never )(?<!n't )(?<!how to )"
-            r"\b(show|reveal|print|display|output|repeat|tell|give|leak|dump|list|spell|write out|paste|copy|"
+            # \b first: at most positions it fails before the five look-behinds are tried.
+            r"\b(?<!refuse to )(?<!not )(?<!never )(?<!n't )(?<!how to )"
+            r"(show|reveal|print|display|output|repeat|tell|give|leak|dump|list|spell|write out|paste|copy|"
             r"echo|recite|quote|share|send|read back|translate|encode|summari[sz]e)\b[^.!?\n]{0,40}?\b"
             r"(system\s*prompt|system message|(initial|original|hidden|secret|confidential|internal|private|"
             r"full|exact|complete|entire|verbatim|deployment|configuration) (prompt|instructions|rules|"
