@@ -1254,6 +1254,41 @@ def _grouped(pattern: str) -> str:
     return "".join(out)
 
 
+_WORD_CHARACTER = re.compile(r"\w")
+
+
+def _word_start(alternative: str) -> bool:
+    return (
+        bool(alternative) and alternative[0] not in _SPECIAL and bool(_WORD_CHARACTER.match(alternative[0]))
+    )
+
+
+def _boundary_behind(pattern: str) -> str:
+    r"""pattern with a leading \b moved behind the word characters that follow it, as a look-behind:
+    "\bact\s+as" becomes "act(?<!\wact)\s+as", "\b(i…|d…)" becomes "(i(?<!\wi)…|d(?<!\wd)…)". Before
+    a word character \b means "no word character before", which the look-behind checks; the pattern now
+    starts with a literal or a set of first characters, and the engine jumps between their
+    occurrences instead of trying the whole pattern at every position."""
+    if not pattern.startswith("\\b") or (pattern.startswith("\\b(?") and not pattern.startswith("\\b(?:")):
+        return pattern
+    rest = pattern[2:]
+    if rest.startswith("("):
+        prefix = "?:" if rest.startswith("(?:") else ""
+        alternatives, close = _scan_pattern(rest, 1 + len(prefix))
+        if rest[close + 1 : close + 2] in _QUANTIFIERS or not all(_word_start(a) for a in alternatives):
+            return pattern
+        moved = "|".join(f"{a[0]}(?<!\\w{a[0]}){a[1:]}" for a in alternatives)
+        return f"({prefix}{moved}){rest[close + 1 :]}"
+    end = 0
+    while end < len(rest) and _word_start(rest[end]):
+        end += 1
+    if rest[end : end + 1] in _QUANTIFIERS:
+        end -= 1
+    if end < 1:
+        return pattern
+    return f"{rest[:end]}(?<!\\w{rest[:end]}){rest[end:]}"
+
+
 # An upper bound of a match's length: fixed characters, plus how many runs of word characters (\w*, \w+)
 # and of spaces (\s*, \s+) it may take, each no longer than the text's longest such run.
 Width = tuple[int, int, int]
@@ -1363,7 +1398,7 @@ class RuleSet:
                 literal_sets = required_literal_sets(compiled)
                 width, context = _reach(compiled)
                 if not flags & re.IGNORECASE:
-                    compiled = re.compile(_grouped(alternative), flags)
+                    compiled = re.compile(_boundary_behind(_grouped(alternative)), flags)
                 parts.append((_Gated(code, compiled, lowered, width, context), literal_sets))
         self.gate = LiteralGate([sets for _, sets in parts])
         self.rules = [rule for rule, _ in parts]
