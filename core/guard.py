@@ -1517,6 +1517,7 @@ def _hash_words(tokens: Sequence[str], salt: int) -> np.ndarray:
 
 
 _PRIME = np.uint64(1_000_003)
+_POWERS = {n: np.uint64(pow(1_000_003, n, 1 << 64)) for n in range(2, 6)}
 _MIX = np.uint64(0xFF51AFD7ED558CCD)
 
 
@@ -1528,14 +1529,16 @@ def features(text: str, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
     codes = np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     parts = []
     with np.errstate(over="ignore"):
-        for n in (3, 4, 5):
-            m = len(codes) - n + 1
-            if m <= 0:
-                continue
-            h = np.full(m, n, dtype=np.uint64)
-            for j in range(n):
-                h = h * _PRIME + codes[j : j + m]
+        # The hash of an n-gram is n·P^n + c0·P^(n-1) + … + c(n-1) (mod 2^64), so each longer gram's
+        # hash is the shorter one's times P plus its last character and P^n.
+        if len(codes) >= 3:
+            h = codes[:-2] * _POWERS[2] + codes[1:-1] * _PRIME + codes[2:] + _POWERS[3] * np.uint64(3)
             parts.append(h)
+            for n in (4, 5):
+                if len(h) < 2:
+                    break
+                h = h[:-1] * _PRIME + codes[n - 1 :] + _POWERS[n]
+                parts.append(h)
         words = re.findall(r"\w+", lowered)
         parts.append(_hash_words(words, 1))
         parts.append(_hash_words([f"{a} {b}" for a, b in itertools.pairwise(words)], 2))
