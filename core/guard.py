@@ -1637,8 +1637,8 @@ class Guard:
         text = normalised.text
         reasons, unmatched = _RULES.scan(text)
         obfuscated = normalised.obfuscated
-        spelled, changed = spelled_out_with_changes(text)
-        if not reasons and spelled != text:
+        spelled, changed = spelled_out_with_changes(text) if not reasons else (text, [])
+        if spelled != text:
             reasons, _ = _RULES.scan(spelled, changed, unmatched)
             obfuscated = obfuscated or bool(reasons)
         for backwards in reversed_readings(text) if not reasons else []:
