@@ -11,6 +11,7 @@ from core.guard import (
     REASONS,
     Guard,
     LinearModel,
+    _boundary_behind,
     _grouped,
     load_guard,
     normalise,
@@ -412,3 +413,19 @@ def test_spelled_out_reports_every_span_it_changed() -> None:
         found = text.index(kept, found) + len(kept)
         position = max(position, end)
     assert position == len(spelled)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"\bact\s+as\b", r"act(?<!\wact)\s+as\b"),
+        (r"\b(?:ignore|drop)\b", r"(?:i(?<!\wi)gnore|d(?<!\wd)rop)\b"),
+        (r"\b(an? |the )?model", r"\b(an? |the )?model"),  # an optional group may be skipped
+        (r"\bacts?\b", r"act(?<!\wact)s?\b"),
+    ],
+)
+def test_a_leading_word_boundary_moves_behind_the_first_letters(pattern: str, expected: str) -> None:
+    assert _boundary_behind(pattern) == expected
+    text = "an actor acts as a model; xact as, ignore drop dropped the model"
+    moved = re.compile(expected)
+    assert [m.span() for m in moved.finditer(text)] == [m.span() for m in re.finditer(pattern, text)]
