@@ -46,16 +46,23 @@ async def current_user(
     if not token:
         raise unauthorized()
     if is_api_key(token):
-        return await _api_key_user(token, session, request)
-    try:
-        user_id, role = decode_access_token(token, request.app.state.jwt_secret)
-    except InvalidToken:
-        raise unauthorized("invalid or expired token") from None
-    # The token is only a claim: the database says whether the user still exists, is active and
-    # still has the role the token names.
-    user = await session.get(User, user_id)
-    if user is None or not user.is_active or user.role != role:
-        raise unauthorized("invalid or expired token")
+        user = await _api_key_user(token, session, request)
+    else:
+        try:
+            user_id, role = decode_access_token(token, request.app.state.jwt_secret)
+        except InvalidToken:
+            raise unauthorized("invalid or expired token") from None
+        # The token is only a claim: the database says whether the user still exists, is active and
+        # still has the role the token names.
+        found = await session.get(User, user_id)
+        if found is None or not found.is_active or found.role != role:
+            raise unauthorized("invalid or expired token")
+        user = found
+    # Ends the read, giving its connection back to the pool: a sync chat waits seconds for its job,
+    # and a connection held that long per request ran the pool dry under 20 concurrent chats (then
+    # every request waited 30 s for one and failed). The user stays loaded; a route that reads or
+    # writes again takes a connection for just that.
+    await session.commit()
     return user
 
 

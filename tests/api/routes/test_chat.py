@@ -12,6 +12,7 @@ from temporalio.client import Client
 from core.jobs import start_job
 from core.schemas import ChatInput
 from tests.conftest import RunningStack, free_port
+from tests.fakes.process import FakeServer
 from workers.main import build_worker
 from workflows.chat import ChatWorkflow
 
@@ -235,3 +236,15 @@ async def test_a_parameter_the_provider_cannot_honour_is_a_422_naming_it(
     honoured = await api.post("/chat/", json={"prompt": "hi", "stop": ["."], "seed": 1, "max_tokens": 8},
                               headers=user_headers)  # fmt: skip
     assert honoured.status_code == 200
+
+
+async def test_more_concurrent_sync_chats_than_database_connections_all_answer(
+    api: httpx.AsyncClient, user_headers: dict, fakes: dict[str, FakeServer]
+) -> None:
+    # The pool holds 15 connections (5 + 10 overflow); a request that kept its session's connection
+    # while waiting for its job left the 16th waiting for one, and every request then timed out.
+    body = {"prompt": "Say hi.", "provider": "openai"}
+    chats = [api.post("/chat/", json=body, headers=user_headers) for _ in range(40)]
+    responses = await asyncio.gather(*chats)
+    failed = [r.text for r in responses if r.status_code != 200]
+    assert failed == []
