@@ -1575,8 +1575,9 @@ class LinearModel:
                 file, weights=self.weights.astype(np.float16), bias=np.float32(self.bias), meta=meta
             )
 
-    def probability(self, text: str) -> float:
-        """The injection probability of the most suspicious window of the text."""
+    def probability(self, text: str, enough: float | None = None) -> float:
+        """The injection probability of the most suspicious window of the text; with enough, the first
+        window's that reaches it (a caller that only asks whether any window does)."""
         best = 0.0
         last = max(len(text) - _WINDOW_CHARS, 0)
         # The last window ends at the text's end: with steps alone the tail of a 2,000-character text
@@ -1586,6 +1587,8 @@ class LinearModel:
             buckets, values = features(text[start : start + _WINDOW_CHARS], self.n_buckets)
             z = float(self.weights[buckets] @ values) + self.bias
             best = max(best, 1.0 / (1.0 + np.exp(-z)))
+            if enough is not None and best >= enough:
+                break
         return best
 
 
@@ -1651,7 +1654,9 @@ class Guard:
         if obfuscated:
             weak_hits.append("obfuscation")
         reasons.update(weak_hits)
-        probability = self.model.probability(text) if self.model is not None else 0.0
+        # A rule's hit already scores 1: the classifier then only says whether it also refuses.
+        enough = threshold if strong else None
+        probability = self.model.probability(text, enough) if self.model is not None else 0.0
         if probability >= threshold:
             reasons.add("classifier")
         remaining = (1.0 - probability) * (1.0 - self.settings.guard_weak_signal_weight) ** min(
