@@ -90,7 +90,8 @@ _MIXED_WORD = re.compile(
     r"(?<![^\W\d_])(?=[^\W\d_]*?[a-zA-Z])(?=[^\W\d_]*?[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f])[^\W\d_]+"
 )
 _BASE64 = re.compile(rf"[A-Za-z0-9+/]{{{_MIN_BASE64_CHARS},}}={{0,2}}")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){12,}")
+# \b(?:[0-9a-fA-F]{2}[ :]?){12,} with its boundary checked behind the first digit (see _boundary_behind).
+_HEX = re.compile(r"[0-9a-fA-F](?<!\w[0-9a-fA-F])[0-9a-fA-F][ :]?(?:[0-9a-fA-F]{2}[ :]?){11,}")
 _ROT13_NAMED = re.compile(r"\b(rot|рот)[-\s]?13\b", re.IGNORECASE)
 
 
@@ -102,7 +103,8 @@ class Normalised:
 
 def normalise(text: str) -> Normalised:
     """The text as a reader sees it; obfuscated when something was hidden from a plain string match."""
-    folded = unicodedata.normalize("NFKC", text)
+    # Most texts are already in NFKC form, and the check is a tenth of the normalisation's cost.
+    folded = text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
     visible = _INVISIBLE.sub("", folded)
     visible = _CONTROL.sub("", visible)
     obfuscated = len(visible) != len(folded)
@@ -147,7 +149,7 @@ def decoded_payloads(text: str) -> list[str]:
         if decoded.strip() and printable / len(decoded) > 0.95:
             found.append(decoded)
     # ROT13 keeps a text's shape, so nothing marks a blob: a text that names it is read decoded.
-    if _ROT13_NAMED.search(text):
+    if "13" in text and _ROT13_NAMED.search(text):
         found.append(codecs.decode(text, "rot_13"))
     return found
 
