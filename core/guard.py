@@ -2,13 +2,17 @@
 
 Tiers, cheapest first:
 1. normalisation: NFKC, invisible and control characters dropped, look-alike letters of a word mixing
-   scripts mapped to the word's script (Latin or Cyrillic), base64 and hex blobs decoded and checked as
-   text of their own; the rules also read the text with letter-splitting ("i.g.n.o.r.e", "I G N O R E"),
-   underscores and digits-for-letters ("1gn0r3") undone;
+   scripts mapped to the word's script (Latin or Cyrillic), base64, hex and (when named) ROT13 blobs
+   decoded and checked as text of their own; the rules also read the text with letter-splitting
+   ("i.g.n.o.r.e", "I G N O R E"), underscores, digits-for-letters ("1gn0r3", "3@будь") and quoted
+   pieces glued with "+" undone, and backwards when a reversed key word is in it;
 2. rules: patterns of the general shapes of an attack (an instruction to set aside what the model was
    given, a persona without limits, a request to read out what is hidden, a document that addresses the
-   model reading it) in English, Russian, German and Chinese, plus the seed's broad lists as weak
-   signals. Each rule runs only when the text holds a literal every match needs;
+   model reading it, a task that wraps an instruction and asks to carry it out) in English, Russian,
+   German and Chinese, plus the seed's broad lists as weak signals. A rule runs only when the text holds
+   a literal of each set every match needs (decided for all rules in one vectorised pass), its groups
+   are rewritten, with the same matches, so that Python's engine jumps between the occurrences of their
+   first letters, and on the spelled-out text it runs only next to what the spelling changed;
 3. a linear classifier over hashed character and word n-grams (core/guard_model/, rebuilt by
    scripts/train_guard.py), calibrated so that alone it refuses only what it is sure of, on CPU in
    about a millisecond.
