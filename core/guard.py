@@ -1606,7 +1606,14 @@ def features(text: str, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
         hashed ^= hashed >> np.uint64(33)
         hashed *= _MIX
         hashed ^= hashed >> np.uint64(29)
-    buckets, counts = np.unique(hashed & np.uint64(n_buckets - 1), return_counts=True)
+    # np.unique(..., return_counts=True), spelled out on 32-bit buckets: the same result, sorted faster.
+    ordered = (hashed & np.uint64(n_buckets - 1)).astype(np.uint32 if n_buckets <= 1 << 32 else np.uint64)
+    ordered.sort()
+    first = np.empty(len(ordered), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    buckets, counts = ordered[starts], np.diff(starts, append=len(ordered))
     values = 1.0 + np.log(counts.astype(np.float32))
     norm = float(np.sqrt((values * values).sum())) or 1.0
     return buckets.astype(np.int64), values / norm
