@@ -1172,49 +1172,17 @@ _UPPER_LITERAL = re.compile(r"(?<!\\)[A-ZА-ЯЁ]")
 
 def _alternatives(pattern: str) -> list[str]:
     """The top-level alternatives of a pattern ("a|(b|c)" gives "a" and "(b|c)"; "(a|b)" gives "a", "b")."""
-    parts, depth, start, i, in_class = [], 0, 0, 0, False
-    closing = {}
-    stack = []
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-            if pattern[i + 1 : i + 2] == "]":
-                i += 1
-        elif ch == "(":
-            stack.append(i)
-            depth += 1
-        elif ch == ")":
-            closing[stack.pop()] = i
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    parts.append(pattern[start:])
-    if (
-        len(parts) == 1
-        and pattern.startswith("(")
-        and not pattern.startswith("(?")
-        and closing.get(0) == len(pattern) - 1
-    ):
-        return _alternatives(pattern[1:-1])
+    parts, _ = _scan_pattern(pattern, 0)
+    if len(parts) == 1 and pattern.startswith("(") and not pattern.startswith("(?"):
+        _, close = _scan_pattern(pattern, 1)
+        if close == len(pattern) - 1:
+            return _alternatives(pattern[1:-1])
     # \b(a|b)\b is \b(?:a)\b or \b(?:b)\b, and \b(a|b) is \b(?:a) or \b(?:b).
-    for suffix in (r"\b", ""):
-        end = len(pattern) - len(suffix)
-        if (
-            len(parts) == 1
-            and pattern.startswith(r"\b(")
-            and not pattern.startswith(r"\b(?")
-            and pattern.endswith(suffix)
-            and closing.get(2) == end - 1
-        ):
-            return [rf"\b(?:{alternative}){suffix}" for alternative in _alternatives(pattern[3 : end - 1])]
+    if len(parts) == 1 and pattern.startswith(r"\b(") and not pattern.startswith(r"\b(?"):
+        _, close = _scan_pattern(pattern, 3)
+        for suffix in (r"\b", ""):
+            if pattern.endswith(suffix) and close == len(pattern) - len(suffix) - 1:
+                return [rf"\b(?:{alternative}){suffix}" for alternative in _alternatives(pattern[3:close])]
     return parts
 
 
