@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.guard import record_in_job
 from activities.providers import Provider, ProviderError, get_provider
 from core.guard import get_guard
 from core.output_screen import OutputBlocked, OutputScreen
-from core.schemas import GenerateInput, GenerateResult, StreamBatch
+from core.schemas import GenerateInput, GenerateResult, GuardVerdict, StreamBatch
 from core.security import STREAM_SIGNATURE_HEADER, stream_signature
-from core.security_events import record_security_event
 from core.settings import Settings
 
 T = TypeVar("T")
@@ -76,7 +76,8 @@ class GenerationActivities:
                 result = await _heartbeating(provider.generate(request, self.settings))
                 screen.check_whole(result.text)
         except OutputBlocked as blocked:
-            await self._record_blocked(request, blocked)
+            verdict = GuardVerdict(allowed=False, score=blocked.score, reasons=blocked.reasons)
+            await record_in_job(self.sessions, request.owner, "output", [(blocked.excerpt, verdict)])
             meter.create_counter("assistant_security_events", "Security events by reason").add(
                 1, {"kind": "output", "reason": blocked.reasons[0]}
             )
@@ -113,17 +114,6 @@ class GenerationActivities:
             result.usage.completion_tokens, attrs
         )
         return result
-
-    async def _record_blocked(self, request: GenerateInput, blocked: OutputBlocked) -> None:
-        info = activity.info()
-        owner = request.owner
-        async with self.sessions() as session:
-            record_security_event(
-                session, user_id=owner, route=f"workflow:{info.workflow_type}", kind="output",
-                reasons=blocked.reasons, score=blocked.score, text=blocked.excerpt,
-                job_id=info.workflow_id, counts_toward_lockout=False,
-            )  # fmt: skip
-            await session.commit()
 
     async def _stream(
         self, provider: Provider, request: GenerateInput, screen: OutputScreen

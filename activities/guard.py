@@ -14,8 +14,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from core.guard import get_guard
-from core.schemas import FlaggedSource, GuardVerdict, PromptCheck, SourcesCheck, SourcesVerdict
+from core.schemas import FlaggedSource, GuardKind, GuardVerdict, PromptCheck, SourcesCheck, SourcesVerdict
 from core.security_events import record_security_event
+
+
+async def record_in_job(
+    sessions: async_sessionmaker[AsyncSession],
+    user_id: int | None,
+    kind: GuardKind,
+    found: list[tuple[str, GuardVerdict]],
+) -> None:
+    """The security events of the running activity's job, one per text. Only a refused prompt counts
+    toward its user's lockout: a flagged source or a blocked answer may not be the user's doing."""
+    info = activity.info()
+    async with sessions() as session:
+        for text, verdict in found:
+            record_security_event(
+                session, user_id=user_id, route=f"workflow:{info.workflow_type}", kind=kind,
+                reasons=verdict.reasons, score=verdict.score, text=text, job_id=info.workflow_id,
+                counts_toward_lockout=kind == "prompt",
+            )  # fmt: skip
+        await session.commit()
 
 
 class GuardActivities:
@@ -31,14 +50,7 @@ class GuardActivities:
             return GuardVerdict(allowed=True, score=0.0)
         verdict, text = max(verdicts, key=lambda pair: (not pair[0].allowed, pair[0].score))
         if not verdict.allowed:
-            info = activity.info()
-            async with self.sessions() as session:
-                record_security_event(
-                    session, user_id=request.owner, route=f"workflow:{info.workflow_type}",
-                    kind="prompt", reasons=verdict.reasons, score=verdict.score, text=text,
-                    job_id=info.workflow_id, counts_toward_lockout=True,
-                )  # fmt: skip
-                await session.commit()
+            await record_in_job(self.sessions, request.owner, "prompt", [(text, verdict)])
         return verdict
 
     @activity.defn(name="screen_sources")
@@ -51,15 +63,9 @@ class GuardActivities:
             if not verdict.allowed:
                 flagged.append((hit, verdict))
         if flagged:
-            info = activity.info()
-            async with self.sessions() as session:
-                for hit, verdict in flagged:
-                    record_security_event(
-                        session, user_id=request.owner, route=f"workflow:{info.workflow_type}",
-                        kind="document", reasons=verdict.reasons, score=verdict.score, text=hit.text,
-                        job_id=info.workflow_id, counts_toward_lockout=False,
-                    )  # fmt: skip
-                await session.commit()
+            await record_in_job(
+                self.sessions, request.owner, "document", [(hit.text, verdict) for hit, verdict in flagged]
+            )
         return SourcesVerdict(
             flagged=[
                 FlaggedSource(
