@@ -33,7 +33,7 @@ from api.routes import (
     users,
 )
 from core.db import create_engine, create_sessionmaker
-from core.guard import Guard, get_guard, load_guard
+from core.guard import Guard, load_guard
 from core.settings import Settings, get_settings
 from core.tables import Role
 from core.temporal_setup import ensure_search_attributes
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 def warm_up(settings: Settings) -> Guard:
     for encoding in SHIPPED_ENCODINGS:
         encoding_for(encoding)
-    get_guard()
     return load_guard(settings)
 
 
@@ -62,8 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = create_sessionmaker(engine)
         app.state.jwt_secret = settings.secret_value("jwt_secret")
         app.state.streams = streams.StreamHub()
-        # Read before the first request rather than during it: the guard's model (the routes' and this
-        # process's workers') and tiktoken's encodings (token budgets), about 2 s together.
+        # Read before the first request rather than during it: the routes' guard model and tiktoken's
+        # encodings (token budgets), about 2 s together. This process's worker reads its own guard when
+        # it is built (workers/main.py).
         app.state.guard = await asyncio.to_thread(warm_up, settings)
         # This process hosts workers (the chat fast path, and the vector store's activities), which
         # need a connected client: the API starts once Temporal answers.
